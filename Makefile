@@ -1,0 +1,54 @@
+# The README's two commands: `make book` and `make test`. Both create .venv themselves.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# A torch/torchvision pair that imports together (CPU wheels work too: see README).
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+FMNIST_SRC ?= /usr/share/datasets/fashion-mnist
+DATA   ?= data
+JOBS   ?= 2
+export SPIKELIB_PROFILE ?= smoke
+export SPIKELIB_DATA ?= $(abspath $(DATA))
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: book test pytest nbval browser data venv clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH_PAIR)
+	$(BIN)/pip install -q -e '.[test,book]'
+	$(BIN)/pip install -q --no-deps spikingjelly==2.0.0
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist: torchvision rejects the .gz files (their
+# MD5 sums differ), so unpack them where FashionMNIST(download=False) looks.
+data: $(DATA)/FashionMNIST/raw/t10k-labels-idx1-ubyte
+$(DATA)/FashionMNIST/raw/t10k-labels-idx1-ubyte:
+	@test -d $(FMNIST_SRC) || { echo "Fashion-MNIST not found in $(FMNIST_SRC): run 'apt-get install dataset-fashion-mnist' (or set FMNIST_SRC)"; exit 1; }
+	mkdir -p $(DATA)/FashionMNIST/raw
+	for f in $(FMNIST_SRC)/*-ubyte.gz; do gunzip -c $$f > $(DATA)/FashionMNIST/raw/$$(basename $$f .gz); done
+
+book: $(STAMP) data
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+pytest: $(STAMP) data
+	$(BIN)/pytest -n $(JOBS) tests
+
+# nbval collects .ipynb only: pair each MyST chapter to a notebook under _build/nbval and run it.
+nbval: $(STAMP) data
+	rm -rf _build/nbval && mkdir -p _build/nbval/book
+	for f in book/*.md; do $(BIN)/jupytext --quiet --to ipynb -o _build/nbval/$${f%.md}.ipynb $$f; done
+	$(BIN)/pytest -p no:python -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-kernel-startup-timeout 120 --nbval-cell-timeout 600 -n $(JOBS) --dist loadscope _build/nbval/book
+
+browser: book
+	$(BIN)/python tests/check_book_browser.py _build/html
+
+test: pytest nbval browser
+
+clean:
+	rm -rf _build
