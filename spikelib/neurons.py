@@ -1,0 +1,325 @@
+"""Spiking neurons as binary-activated RNNs: threshold spike, IF/LIF with reset, parallel soft IF.
+
+Conventions (reconstruction.md §2): tensors are (B, L, C); Θ(x) = 1 if x ≥ 0 else 0;
+V_0 = V_reset = 0. A neuron is charge, fire, reset (the SpikingJelly decomposition):
+
+    charge  IF:  H_t = V_{t−1} + X_t
+            LIF: H_t = β V_{t−1} + (1 − β) X_t = V_{t−1} + (X_t − V_{t−1}) / τ,   β = 1 − 1/τ
+    fire    S_t = Θ(H_t − θ)                     (surrogate gradient in the backward pass)
+    reset   hard V_t = H_t (1 − S_t) ; soft V_t = H_t − θ S_t ; none V_t = H_t
+
+With a reset, S_t feeds back into V_t: the neuron is a nonlinear RNN and only the serial loop
+computes it (training is BPTT). Without a reset it is linear and time invariant: the LIF
+membrane is the causal convolution h = k ∗ x with k_j = (1 − β) β^j (``leaky_integrate``), a
+one-state diagonal SSM, so it is computed in parallel. The one exact parallel form *with* a reset
+is ``SoftResetIF`` (Proposition A, ours): soft reset = quantisation of the running integral.
+
+Every temporal module has ``forward`` (parallel where a parallel form exists), ``forward_serial``
+(a loop over ``step``) and ``step(x_t, state) -> (s_t, state)`` with explicit state.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikelib._checks import check_int, check_positive
+from spikelib.surrogate import ATan, floor_ste
+
+__all__ = ["ThresholdSpike", "IFNeuron", "LIFNeuron", "lif_kernel", "leaky_integrate",
+           "SoftResetIF"]
+
+RESETS = ("hard", "soft", "none")
+
+
+def _check_tau(tau) -> float:
+    tau = check_positive(tau, "tau")
+    if tau < 1:
+        raise ValueError(f"tau: expected tau >= 1 (so that beta = 1 - 1/tau lies in [0, 1)), "
+                         f"got {tau!r}")
+    return tau
+
+
+def _stack(steps: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(steps, dim=1)                         # L × (B, C) -> (B, L, C)
+
+
+class ThresholdSpike(nn.Module):
+    """Memoryless spike: s = Θ(y − θ) with a per-channel threshold θ (learnable by default).
+
+    forward(y): (B, L, C) -> (B, L, C) (any shape whose last axis is C); step(y_t, state):
+    (B, C) -> (s_t, None). Gradient: the surrogate's, w.r.t. y and θ.
+    """
+
+    def __init__(self, channels: int, theta_init: float = 1.0, learn_theta: bool = True,
+                 surrogate=None):
+        super().__init__()
+        self.channels = check_int(channels, "channels", 1)
+        theta = torch.full((channels,), check_positive(theta_init, "theta_init"))
+        if learn_theta:
+            self.theta = nn.Parameter(theta)                  # (C,)
+        else:
+            self.register_buffer("theta", theta)
+        self.surrogate = ATan(2.0) if surrogate is None else surrogate
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.surrogate(y - self.theta.to(y.dtype))     # (B, L, C)
+
+    def step(self, y_t: torch.Tensor, state=None):
+        return self.surrogate(y_t - self.theta.to(y_t.dtype)), None   # (B, C)
+
+    def forward_serial(self, y: torch.Tensor) -> torch.Tensor:
+        return _stack([self.step(y[:, t])[0] for t in range(y.shape[1])])
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, surrogate={self.surrogate!r}"
+
+
+class _ResetNeuron(nn.Module):
+    """Charge–fire–reset neuron with an optional fixed refractory period; see IFNeuron/LIFNeuron.
+
+    Refractory period R (reconstruction.md §2): s_t = c_t ∏_{k=1..R} (1 − s_{t−k}) with the
+    crossing c_t = Θ(H_t − θ), kept as a countdown r: a spike sets r = R, each step lowers r by
+    one, and a crossing fires only when r = 0 (the mask carries no gradient), so no two spikes are
+    closer than R + 1 steps. During refractoriness the membrane keeps integrating and is not reset
+    (no spike was emitted); the reset always uses the emitted spike s_t.
+    detach_reset (SpikingJelly semantics): the spike in the reset term is detached, so gradients
+    flow through V_t only via H_t (and the spike output keeps its surrogate gradient).
+    """
+
+    def __init__(self, theta, reset, refractory, surrogate, detach_reset):
+        super().__init__()
+        self.theta = check_positive(theta, "theta")
+        if reset not in RESETS:
+            raise ValueError(f"reset: expected one of {RESETS}, got {reset!r}")
+        self.reset = reset
+        self.refractory = check_int(refractory, "refractory", 0)
+        if not isinstance(detach_reset, bool):
+            raise ValueError(f"detach_reset: expected a bool, got {detach_reset!r}")
+        self.detach_reset = detach_reset
+        self.surrogate = ATan(2.0) if surrogate is None else surrogate
+
+    def charge(self, x_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """One step: x_t (B, C), state dict(v=(B, C) membrane, r=(B, C) long countdown) or None
+        (V = 0, r = 0) -> (s_t (B, C), new state)."""
+        if state is None:
+            v, r = torch.zeros_like(x_t), torch.zeros_like(x_t, dtype=torch.long)
+        else:
+            v, r = state["v"], state["r"]
+        h = self.charge(x_t, v)                                  # H_t (B, C)
+        s = self.surrogate(h - self.theta)                       # c_t = Θ(H_t − θ)
+        if self.refractory > 0:
+            s = s * (r == 0).to(s.dtype)                         # mask without gradient
+            r = torch.where(s.detach() > 0, self.refractory, (r - 1).clamp_min(0))
+        sr = s.detach() if self.detach_reset else s
+        if self.reset == "hard":
+            v = h * (1.0 - sr)
+        elif self.reset == "soft":
+            v = h - self.theta * sr
+        else:
+            v = h
+        return s, {"v": v, "r": r}
+
+    def forward_serial(self, x: torch.Tensor, return_v: bool = False):
+        """Loop over ``step``: x (B, L, C) -> spikes (B, L, C) [, V after reset (B, L, C)]."""
+        state, spikes, volts = None, [], []
+        for t in range(x.shape[1]):
+            s, state = self.step(x[:, t], state)
+            spikes.append(s)
+            volts.append(state["v"])
+        return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
+
+    def membrane_noreset(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, return_v: bool = False):
+        """x (B, L, C) -> spikes (B, L, C) [, V (B, L, C)]. Parallel when reset='none' and
+        refractory=0 (membrane by convolution, then Θ); else the serial loop (its only form)."""
+        if self.reset != "none" or self.refractory > 0:
+            return self.forward_serial(x, return_v)
+        h = self.membrane_noreset(x)                             # (B, L, C)
+        s = self.surrogate(h - self.theta)                       # (B, L, C)
+        return (s, h) if return_v else s
+
+    def extra_repr(self) -> str:
+        return (f"theta={self.theta}, reset={self.reset!r}, refractory={self.refractory}, "
+                f"detach_reset={self.detach_reset}, surrogate={self.surrogate!r}")
+
+
+class IFNeuron(_ResetNeuron):
+    """Integrate-and-fire: H_t = V_{t−1} + X_t, S_t = Θ(H_t − θ), reset 'hard' | 'soft' | 'none'.
+
+    Matches SpikingJelly ``IFNode(v_reset=0.0 | None, detach_reset=True)`` (binary spikes).
+    x (B, L, C) -> spikes (B, L, C); step: (B, C). reset='none': V = cumsum(x), parallel.
+    For the soft reset with integer spikes, computed exactly in parallel, see ``SoftResetIF``
+    (equal to this neuron with reset='soft' whenever every x_t ≤ θ). ``refractory`` R ≥ 0 and
+    ``detach_reset``: see ``_ResetNeuron`` (no two spikes closer than R + 1 steps).
+    """
+
+    def __init__(self, theta: float = 1.0, reset: str = "hard", refractory: int = 0,
+                 surrogate=None, detach_reset: bool = True):
+        super().__init__(theta, reset, refractory, surrogate, detach_reset)
+
+    def charge(self, x_t, v):
+        return v + x_t
+
+    def membrane_noreset(self, x):
+        return torch.cumsum(x, dim=1)                            # (B, L, C)
+
+
+class LIFNeuron(_ResetNeuron):
+    """Leaky integrate-and-fire (SpikingJelly ``LIFNode``, decay_input=True, decay towards 0):
+
+        H_t = β V_{t−1} + (1 − β) X_t = V_{t−1} + (X_t − V_{t−1}) / τ,   β = 1 − 1/τ,
+        S_t = Θ(H_t − θ), reset 'hard' (V_t = H_t (1 − S_t)) | 'soft' (H_t − θ S_t) | 'none'.
+
+    τ ≥ 1 so that β ∈ [0, 1) (τ = 1 is memoryless; SpikingJelly requires τ > 1).
+    x (B, L, C) -> spikes (B, L, C); step: (B, C). With reset='none' (and no refractory period)
+    ``forward`` computes the membrane in parallel with ``leaky_integrate``. ``refractory`` R ≥ 0
+    and ``detach_reset``: see ``_ResetNeuron`` (no two spikes closer than R + 1 steps).
+    """
+
+    def __init__(self, tau: float = 2.0, theta: float = 1.0, reset: str = "hard",
+                 refractory: int = 0, surrogate=None, detach_reset: bool = True):
+        super().__init__(theta, reset, refractory, surrogate, detach_reset)
+        self.tau = _check_tau(tau)
+
+    @property
+    def beta(self) -> float:
+        return 1.0 - 1.0 / self.tau
+
+    def charge(self, x_t, v):
+        return v + (x_t - v) / self.tau                          # = β v + (1 − β) x_t
+
+    def membrane_noreset(self, x):
+        return leaky_integrate(x, self.tau)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, " + super().extra_repr()
+
+
+def lif_kernel(tau: float, length: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """LIF impulse response k_j = (1 − β) β^j, j = 0..length−1, β = 1 − 1/τ. Shape (length,).
+
+    Computed in float64 and cast, so float32 kernels are correctly rounded.
+    """
+    tau = _check_tau(tau)
+    check_int(length, "length", 1)
+    beta = 1.0 - 1.0 / tau
+    j = torch.arange(length, dtype=torch.float64, device=device)
+    return ((1.0 - beta) * torch.pow(torch.tensor(beta, dtype=torch.float64, device=device), j)
+            ).to(dtype)
+
+
+def leaky_integrate(x: torch.Tensor, tau: float) -> torch.Tensor:
+    """No-reset LIF membrane as a causal convolution: h_t = Σ_{i≤t} (1 − β) β^{t−i} x_i = (k ∗ x)_t.
+
+    Equals the recurrence h_t = β h_{t−1} + (1 − β) x_t, h_0 = 0 (up to rounding: FFT of length
+    2L as in s4d.py, O(L log L)). x (B, L, C) -> h (B, L, C) in the dtype of x (half/bfloat16
+    inputs are computed in float32; ``torch.fft`` rejects bf16).
+    """
+    B, L, C = x.shape
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    k = lif_kernel(tau, L, work.dtype, x.device)                 # (L,)
+    k_f = torch.fft.rfft(k, n=2 * L)                             # (L+1,)
+    x_f = torch.fft.rfft(work, n=2 * L, dim=1)                   # (B, L+1, C)
+    h = torch.fft.irfft(x_f * k_f[:, None], n=2 * L, dim=1)[:, :L]   # (B, L, C)
+    return h.to(x.dtype)
+
+
+class SoftResetIF(nn.Module):
+    """Soft-reset IF with integer spikes, computed exactly in parallel (Proposition A, ours).
+
+    Serial form (the definition): H_t = V_{t−1} + X_t ; s_t = max(0, ⌊H_t / θ⌋) (⌊V/θ⌋ spikes
+    when V ≥ θ, else none) ; V_t = H_t − θ s_t ; V_0 = 0. Parallel form, for every input:
+
+        S_t = Σ_{τ≤t} X_τ,   n_t = ⌊max(0, max_{τ≤t} S_τ) / θ⌋,
+        s_t = n_t − n_{t−1},  V_t = S_t − θ n_t
+
+    (cumsum → cummax → floor: the reset discretises the running integral onto the lattice θZ).
+    s_t ∈ {0, 1} whenever X_t ≤ θ (then it equals IFNeuron(reset='soft')), and for X ≥ 0 every
+    prefix error satisfies 0 ≤ S_t − θ n_t < θ. Exact in exact arithmetic; in floating point the
+    two forms agree unless a partial sum lies within rounding of a lattice point (exact for
+    dyadic inputs and θ); the parallel form rounds S_t, whose size grows with t, so in float32
+    long sequences with large drive lose absolute precision in V. The leak breaks the lattice,
+    so there is no LIF analogue; nor one for the hard reset.
+
+    spike_levels N (optional): the *emitted* spike is clipped, min(s_t, N); the reset still
+    subtracts the unclipped count θ⌊H_t/θ⌋ (charge beyond N spikes in one step is discarded).
+    With this choice both forms stay exactly equal with the clip active (clipping the reset
+    instead would carry the excess forward: a rate limiter with no cumsum/cummax form).
+
+    θ: per-channel tensor (C,) if ``channels`` is given (learnable unless learn_theta=False),
+    else a scalar (fixed unless learn_theta=True); ``theta=`` is an alias for a fixed scalar θ.
+    θ must stay positive.
+
+    Gradient (straight-through on the floor, ⌊u⌋ ≈ u): the parallel form differentiates
+    s_t ≈ (M_t − M_{t−1}) / θ, M_t = max(0, max_{τ≤t} S_τ); for X ≥ 0 this is s_t ≈ X_t / θ,
+    i.e. ∂s_t/∂X_τ = δ_{tτ} / θ (zero where the clip is active, s_t > N). The serial step uses
+    s_t ≈ max(0, H_t)/θ with an undetached reset, which gives the same ∂s/∂X for positive
+    inputs; for signed inputs and for ∂/∂θ the two may differ. Train with ``forward``.
+    x (B, L, C) -> s (B, L, C), integer-valued, in the dtype of x; step: (B, C), state dict(v).
+    """
+
+    def __init__(self, channels: int | None = None, theta_init: float = 1.0,
+                 learn_theta: bool | None = None, spike_levels: int | None = None, *,
+                 theta: float | None = None):
+        super().__init__()
+        if theta is not None:
+            if channels is not None or learn_theta:
+                raise ValueError("theta: a fixed scalar threshold; use channels/theta_init/"
+                                 "learn_theta for a per-channel or learnable one")
+            theta_init, learn_theta = theta, False
+        name = "theta" if theta is not None else "theta_init"
+        value = check_positive(theta_init, name)
+        if channels is not None:
+            check_int(channels, "channels", 1)
+        self.channels = channels
+        learn = (channels is not None) if learn_theta is None else bool(learn_theta)
+        t = torch.full((channels,) if channels is not None else (), value)
+        if learn:
+            self.theta = nn.Parameter(t)                          # (C,) or ()
+        else:
+            self.register_buffer("theta", t)
+        self.spike_levels = None if spike_levels is None else check_int(spike_levels,
+                                                                         "spike_levels", 1)
+
+    def _clip(self, s):
+        # min(s, N) with the gradient kept at s = N (torch.clamp zeroes it at the bound, which
+        # for integer spikes is the common case: every spike when N = 1)
+        if self.spike_levels is None:
+            return s
+        return torch.where(s > self.spike_levels, torch.full_like(s, self.spike_levels), s)
+
+    def forward(self, x: torch.Tensor, return_v: bool = False):
+        """Parallel (Proposition A): x (B, L, C) -> s (B, L, C) [, V_t = S_t − θ n_t (B, L, C)]."""
+        theta = self.theta.to(x.dtype)                            # (C,) or ()
+        S = torch.cumsum(x, dim=1)                                # (B, L, C)
+        M = torch.relu(torch.cummax(S, dim=1).values)             # (B, L, C) running max, ≥ 0
+        n = floor_ste(M / theta)                                  # (B, L, C) spike count n_t
+        s = torch.diff(n, dim=1, prepend=torch.zeros_like(n[:, :1]))   # (B, L, C) n_t − n_{t−1}
+        s = self._clip(s)
+        return (s, S - theta * n) if return_v else s
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """x_t (B, C), state dict(v=(B, C)) or None (V = 0) -> (s_t (B, C), dict(v))."""
+        v = torch.zeros_like(x_t) if state is None else state["v"]
+        theta = self.theta.to(x_t.dtype)
+        h = v + x_t                                               # H_t (B, C)
+        n = floor_ste(torch.relu(h) / theta)                      # max(0, ⌊H_t/θ⌋)
+        return self._clip(n), {"v": h - theta * n}                # reset by the unclipped count
+
+    def forward_serial(self, x: torch.Tensor, return_v: bool = False):
+        """Loop over ``step``: x (B, L, C) -> s (B, L, C) [, V (B, L, C)]."""
+        state, spikes, volts = None, [], []
+        for t in range(x.shape[1]):
+            s, state = self.step(x[:, t], state)
+            spikes.append(s)
+            volts.append(state["v"])
+        return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, learn_theta={isinstance(self.theta, nn.Parameter)}, "
+                f"spike_levels={self.spike_levels}")
