@@ -10,7 +10,6 @@ DATA   ?= data
 JOBS   ?= 2
 export SPIKELIB_PROFILE ?= smoke
 export SPIKELIB_DATA ?= $(abspath $(DATA))
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: book test pytest nbval browser data venv clean
