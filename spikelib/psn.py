@@ -1,0 +1,205 @@
+"""Parallel spiking neurons: full, masked and sliding PSN (Fang et al., NeurIPS 2023).
+
+A parallel spiking neuron drops the reset, so its membrane is a *linear* function of the input
+sequence and all time steps are computed at once; only the threshold is nonlinear:
+
+    PSN(T)            H = W X + b,                 W ∈ R^{T×T}, b ∈ R^T       (non-causal)
+    MaskedPSN(k, T)   H = (W ⊙ M_k(λ)) X + b,      M_k(λ) = λ M_k + (1 − λ) 𝟙  (causal at λ = 1)
+    SlidingPSN(P)     H_t = Σ_{i<P} w_i x_{t−P+1+i}                         (causal, any length)
+    S = Θ(H − θ)      (PSN / MaskedPSN write the threshold as the bias: S = Θ(H), b init −1)
+
+M_k is the causal band of width k: M_k[t, j] = 1 for j ≤ t ≤ j + k − 1. W is shared by the
+neurons of a layer: one T×T matrix mixes time, the same for every channel. The parameter layout
+(``weight``, ``bias``; sliding ``weight[P − 1]`` weights the newest input; exponential init
+(…, 1/4, 1/2, 1); Kaiming-uniform init, i.e. uniform ±1/√fan_in) follows SpikingJelly's
+``activation_based.neuron.psn``, so weights copy across (tests use it as the oracle).
+
+Differences from SpikingJelly (ours): (B, T, C) layout; the sliding PSN writes its threshold as
+θ = −bias and may have one kernel and threshold per channel (``channels=C``); its parallel form is
+a depthwise ``conv1d`` with P − 1 zeros of left padding, O(T·P) work instead of a T×T matrix; its
+serial state is an explicit buffer of the last P − 1 inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spikelib._checks import check_int, check_tensor
+from spikelib.surrogate import ATan
+
+__all__ = ["PSN", "MaskedPSN", "SlidingPSN", "masked_lambda"]
+
+
+def _surrogate(surrogate):
+    return ATan(2.0) if surrogate is None else surrogate
+
+
+def _check_length(x: torch.Tensor, T: int) -> None:
+    check_tensor(x, "x", 3, finite=False)
+    if x.shape[1] != T:
+        raise ValueError(f"x: this neuron is tied to T = {T} time steps, got shape "
+                         f"{tuple(x.shape)} (time is axis 1)")
+
+
+class PSN(nn.Module):
+    """Full parallel spiking neuron: H = W X + b, S = Θ(H). One form only (parallel, non-causal).
+
+    W (T, T) is shared by all channels and initialised uniform ±1/√T (Kaiming uniform, a = √5);
+    b (T, 1) initialised to −1, i.e. threshold 1 (Fang et al. 2023; SpikingJelly ``PSN``).
+    Input and output (B, T, C) with exactly T time steps: every output step sees every input
+    step, including future ones. O(T²) weights and O(B·T²·C) work.
+    """
+
+    def __init__(self, T: int, surrogate=None):
+        super().__init__()
+        self.T = check_int(T, "T", 1)
+        self.surrogate = _surrogate(surrogate)
+        self.weight = nn.Parameter(torch.empty(T, T))
+        self.bias = nn.Parameter(torch.full((T, 1), -1.0))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))     # uniform ±1/√T
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight                                         # (T, T)
+
+    def membrane(self, x: torch.Tensor) -> torch.Tensor:
+        """H = W X + b, (B, T, C) -> (B, T, C)."""
+        _check_length(x, self.T)
+        return torch.matmul(self.effective_weight(), x) + self.bias   # (T,T)@(B,T,C) + (T,1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """S = Θ(W X + b): (B, T, C) -> (B, T, C) spikes (surrogate gradient)."""
+        return self.surrogate(self.membrane(x))
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}"
+
+
+class MaskedPSN(PSN):
+    """Masked PSN: H = (W ⊙ M_k(λ)) X + b, S = Θ(H), M_k(λ) = λ M_k + (1 − λ) 𝟙.
+
+    M_k[t, j] = 1 for j ≤ t ≤ j + k − 1: output step t sees the inputs t−k+1 … t. With λ < 1
+    the matrix is dense (non-causal); λ is annealed to 1 during training (``set_lambda`` once per
+    epoch with :func:`masked_lambda`), after which the neuron is causal with a window of k steps.
+    Still tied to T (the weights are indexed by absolute position), so it has one form only:
+    ``forward`` (parallel). Fang et al. 2023; SpikingJelly ``MaskedPSN`` (its ``lambda_``).
+    """
+
+    def __init__(self, k: int, T: int, lambda_init: float = 0.0, surrogate=None):
+        super().__init__(T, surrogate)
+        self.k = check_int(k, "k", 1)
+        if k > T:
+            raise ValueError(f"k: expected 1 <= k <= T = {T}, got {k}")
+        t = torch.arange(T)
+        band = (t[None, :] <= t[:, None]) & (t[:, None] <= t[None, :] + k - 1)   # (T, T)
+        self.register_buffer("mask", band.to(torch.get_default_dtype()))
+        self.register_buffer("lambda_", torch.tensor(0.0))
+        self.set_lambda(lambda_init)
+
+    def set_lambda(self, lam: float) -> None:
+        """Set λ ∈ [0, 1] (stored as a buffer, so checkpoints keep it)."""
+        lam = float(lam)
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lambda: expected a number in [0, 1], got {lam!r}")
+        self.lambda_.fill_(lam)
+
+    def effective_weight(self) -> torch.Tensor:
+        """W ⊙ (λ M_k + (1 − λ) 𝟙), (T, T); exactly W ⊙ M_k at λ = 1."""
+        lam = self.lambda_                       # at λ = 1 the factor is exactly M_k (no branch,
+        return (lam * self.mask + (1.0 - lam)) * self.weight      # no host sync)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, T={self.T}, lambda_={float(self.lambda_):g}"
+
+
+def masked_lambda(epoch: int, epochs: int) -> float:
+    """The masked PSN's annealing schedule: λ = min(1, 8·epoch/(epochs − 1)) (Fang et al. 2023).
+
+    ``epoch`` counts from 0. λ reaches 1 after the first eighth of training and stays there, so
+    the trained neuron is causal. With a single epoch the schedule is undefined; we return 1
+    (ours: the last epoch always trains the causal form).
+    """
+    check_int(epochs, "epochs", 1)
+    check_int(epoch, "epoch", 0)
+    if epoch >= epochs:
+        raise ValueError(f"epoch: expected 0 <= epoch < epochs = {epochs}, got {epoch}")
+    if epochs == 1:
+        return 1.0
+    return min(1.0, 8.0 * epoch / (epochs - 1))
+
+
+class SlidingPSN(nn.Module):
+    """Sliding PSN: H_t = Σ_{i<P} w_i x_{t−P+1+i} (x_t = 0 for t < 0), S = Θ(H − θ).
+
+    A causal FIR filter of order P: ``weight[P − 1]`` weights the newest input. ``channels=None``
+    shares one kernel (P,) and one scalar θ across channels, as in SpikingJelly's ``SlidingPSN``;
+    ``channels=C`` gives each channel its own kernel (C, P) and θ (C,) (ours). ``exp_init``: the
+    kernel starts at (…, 1/4, 1/2, 1); otherwise uniform ±1/√P (Kaiming uniform, a = √5).
+    No input-dependent forgetting: the same window of P steps at every time.
+
+    forward(x)          (B, T, C) -> (B, T, C) spikes, parallel: depthwise conv1d, O(T·P) work
+    forward_serial(x)   the same, a loop over ``step``
+    step(x_t, state)    (B, C) -> (s_t, state); state = the last P − 1 inputs (B, C, P − 1),
+                        oldest first; None means zeros (the left padding of ``forward``)
+    membrane(x)         H (before the threshold), (B, T, C)
+    """
+
+    def __init__(self, order: int, channels: int | None = None, exp_init: bool = True,
+                 theta_init: float = 1.0, learn_theta: bool = True, surrogate=None):
+        super().__init__()
+        self.order = check_int(order, "order", 1)
+        if channels is not None:
+            check_int(channels, "channels", 1)
+        self.channels = channels
+        self.surrogate = _surrogate(surrogate)
+        shape = (order,) if channels is None else (channels, order)
+        if exp_init:                            # w_{P−1} = 1, w_i = w_{i+1} / 2
+            weight = 0.5 ** torch.arange(order - 1, -1, -1, dtype=torch.float64)
+            weight = weight.to(torch.get_default_dtype()).expand(shape).clone()
+        else:
+            weight = torch.empty(shape)
+            bound = 1.0 / math.sqrt(order)      # Kaiming uniform (a = √5) with fan_in = P
+            nn.init.uniform_(weight, -bound, bound)
+        self.weight = nn.Parameter(weight)
+        theta = torch.full(() if channels is None else (channels,), float(theta_init))
+        self.theta = nn.Parameter(theta, requires_grad=learn_theta)
+
+    def _kernel(self, C: int) -> torch.Tensor:
+        """Depthwise conv1d weight (C, 1, P)."""
+        if self.channels is not None and C != self.channels:
+            raise ValueError(f"x: expected {self.channels} channels on the last axis, got {C}")
+        return self.weight.expand(C, self.order).unsqueeze(1)            # (C, 1, P)
+
+    def membrane(self, x: torch.Tensor) -> torch.Tensor:
+        """H_t = Σ_{i<P} w_i x_{t−P+1+i}: (B, T, C) -> (B, T, C)."""
+        B, T, C = check_tensor(x, "x", 3, finite=False).shape
+        u = F.pad(x.transpose(1, 2), (self.order - 1, 0))                # (B, C, T+P−1)
+        h = F.conv1d(u, self._kernel(C).to(x.dtype), groups=C)          # (B, C, T)
+        return h.transpose(1, 2)                                         # (B, T, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """S = Θ(H − θ), parallel over time: (B, T, C) -> (B, T, C)."""
+        return self.surrogate(self.membrane(x) - self.theta)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
+        """One step: x_t (B, C), state (B, C, P − 1) -> (s_t (B, C), new state)."""
+        B, C = x_t.shape
+        if state is None:
+            state = x_t.new_zeros(B, C, self.order - 1)
+        window = torch.cat([state, x_t.unsqueeze(-1)], dim=-1)           # (B, C, P)
+        w = self._kernel(C).squeeze(1).to(x_t.dtype)                     # (C, P)
+        h_t = (window * w).sum(-1)                                       # (B, C)
+        return self.surrogate(h_t - self.theta), window[..., 1:]
+
+    def forward_serial(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """The same spikes as ``forward``, one ``step`` at a time (O(C·P) state)."""
+        out = []
+        for t in range(x.shape[1]):
+            s_t, state = self.step(x[:, t], state)
+            out.append(s_t)
+        return torch.stack(out, dim=1)                                   # (B, T, C)
+
+    def extra_repr(self) -> str:
+        return f"order={self.order}, channels={self.channels}"
