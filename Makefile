@@ -35,13 +35,14 @@ book: $(STAMP) data
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 pytest: $(STAMP) data
-	$(BIN)/pytest -n $(JOBS) tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(JOBS) tests
 
+# One torch thread per xdist worker: 2 workers on 2 cores, no oversubscription.
 # nbval collects .ipynb only: pair each MyST chapter to a notebook under _build/nbval and run it.
 nbval: $(STAMP) data
 	rm -rf _build/nbval && mkdir -p _build/nbval/book
 	for f in book/*.md; do $(BIN)/jupytext --quiet --to ipynb -o _build/nbval/$${f%.md}.ipynb $$f; done
-	$(BIN)/pytest -p no:python -p no:cacheprovider --nbval-lax --nbval-current-env \
+	OMP_NUM_THREADS=1 $(BIN)/pytest -p no:python -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-kernel-startup-timeout 120 --nbval-cell-timeout 600 -n $(JOBS) --dist loadscope _build/nbval/book
 
 browser: book

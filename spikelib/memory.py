@@ -1,0 +1,197 @@
+"""S4D: diagonal state-space memory (Gu et al. 2022; the minimal ``state-spaces/s4`` ``s4d.py``).
+
+Per channel h (``d_model`` = H channels) a complex diagonal system with N/2 modes n; the other
+N/2 modes are the complex conjugates, folded into a factor 2 and a real part, and B is folded
+into C:
+
+    x'(t) = A x(t) + u(t),   y(t) = 2 Re(C x(t)) + D u(t),   A_n = −exp(log_A_real_n) + i A_imag_n
+
+S4D-Lin init: Re A_n = −1/2, Im A_n = π n; Δ = exp(log_dt), log_dt ~ U[log dt_min, log dt_max];
+C ~ CN(0, 1) (stored as a real view (H, N/2, 2)); D ~ N(0, 1). Zero-order hold:
+
+    dA_n = exp(Δ A_n),   dB_n = (exp(Δ A_n) − 1) / A_n
+    x_t = dA x_{t−1} + dB u_t,   y_t = 2 Re Σ_n C_n x_{t,n} + D u_t            (serial, ``step``)
+    K_ℓ = 2 Re Σ_n C_n dB_n dA_n^ℓ,   y = K ∗ u + D u                            (parallel, ``forward``)
+
+The causal convolution is an FFT of length 2L (no wrap-around). Precision (reconstruction.md §5):
+the kernel, the FFT and the recurrence run in float32 — float64/complex128 when the input or the
+parameters are float64 — with autocast switched off locally (``torch.fft`` rejects bf16 and
+complex phases ΔA_n ℓ lose accuracy in half precision). Outputs are cast back to the input dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from spikelib._checks import check_int, check_positive, check_tensor
+
+
+def register(module: nn.Module, name: str, tensor: torch.Tensor, lr: float | None = None):
+    """Register ``tensor`` on ``module`` as a buffer when ``lr == 0`` (frozen), else as a Parameter
+    tagged ``p._optim = {"lr": lr, "weight_decay": 0.0}`` for the optimiser setup (s4d.py).
+    With ``lr=None`` the tag is ``{"weight_decay": 0.0}`` only (the optimiser's lr applies)."""
+    if lr is not None and lr == 0:
+        module.register_buffer(name, tensor)
+        return
+    module.register_parameter(name, nn.Parameter(tensor))
+    optim = {"weight_decay": 0.0}
+    if lr is not None:
+        optim["lr"] = float(lr)
+    getattr(module, name)._optim = optim
+
+
+def _compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float64 if any of ``dtypes`` is float64, else float32 (never half precision)."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+class S4DKernel(nn.Module):
+    """Diagonal SSM parameters and the convolution kernel K (H, L) they generate.
+
+    Parameters (learned where they live, turned into Δ, A, C at the top of ``discrete``):
+    ``log_dt`` (H,), ``C`` (H, N/2, 2) real view of complex, ``log_A_real`` (H, N/2),
+    ``A_imag`` (H, N/2). ``log_dt``, ``log_A_real``, ``A_imag`` and ``C`` are registered with
+    ``register(..., lr)`` (weight decay 0; buffers when ``lr == 0``, except ``C``, which always
+    learns: with ``lr == 0`` it is tagged without an own lr).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 lr: float | None = 1e-3):
+        super().__init__()
+        H = check_int(d_model, "d_model", 1)
+        N = check_int(d_state, "d_state", 2)
+        if N % 2:
+            raise ValueError(f"d_state: expected an even number (N/2 conjugate pairs), got {N}")
+        dt_min, dt_max = check_positive(dt_min, "dt_min"), check_positive(dt_max, "dt_max")
+        if dt_min > dt_max:
+            raise ValueError(f"dt_min: expected dt_min <= dt_max, got {dt_min} > {dt_max}")
+        if lr is not None and not (isinstance(lr, (int, float)) and 0 <= lr < math.inf):
+            raise ValueError(f"lr: expected None or a number >= 0, got {lr!r}")
+        self.d_model, self.d_state = H, N
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
+        C = torch.randn(H, N // 2, 2) * math.sqrt(0.5)  # (H N/2 2): real view of CN(0, 1)
+        log_A_real = torch.full((H, N // 2), math.log(0.5))                  # Re A = −1/2
+        A_imag = math.pi * torch.arange(N // 2).to(log_dt.dtype).repeat(H, 1)  # Im A = π n
+        register(self, "log_dt", log_dt, lr)
+        register(self, "C", C.contiguous(), lr if lr else None)
+        register(self, "log_A_real", log_A_real, lr)
+        register(self, "A_imag", A_imag, lr)
+
+    def _modes(self, real: torch.dtype):
+        """(ΔA (H, N/2), A (H, N/2), C (H, N/2)) complex, from the stored parameters."""
+        dt = torch.exp(self.log_dt.to(real))                                      # (H)
+        A = torch.complex(-torch.exp(self.log_A_real.to(real)), self.A_imag.to(real))  # (H N)
+        C = torch.view_as_complex(self.C.to(real))                                # (H N)
+        return A * dt.unsqueeze(-1), A, C                                         # (H N)
+
+    def discrete(self, dtype: torch.dtype | None = None):
+        """ZOH discretisation -> (dA, dB, C), each (H, N/2) complex (complex128 when ``dtype`` or
+        the parameters are float64, else complex64). dB = expm1(ΔA)/A, accurate for small |ΔA|."""
+        real = _compute_dtype(self.log_dt.dtype, dtype or torch.float32)
+        with _no_autocast(self.log_dt.device):
+            dtA, A, C = self._modes(real)                                         # (H N)
+            return torch.exp(dtA), torch.expm1(dtA) / A, C                        # (H N)
+
+    def forward(self, L: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """K (H, L), K_ℓ = 2 Re Σ_n C_n dB_n exp(ΔA_n ℓ) (Vandermonde: each power is one exp, so
+        no error accumulates over ℓ). float32 unless ``dtype`` or the parameters are float64."""
+        L = check_int(L, "L", 0)
+        real = _compute_dtype(self.log_dt.dtype, dtype or torch.float32)
+        with _no_autocast(self.log_dt.device):
+            dtA, A, C = self._modes(real)                                         # (H N)
+            ell = torch.arange(L, device=dtA.device, dtype=real)                  # (L)
+            V = torch.exp(dtA.unsqueeze(-1) * ell)                                # (H N L)
+            CB = C * torch.expm1(dtA) / A                                         # (H N)
+            return 2 * torch.einsum("hn,hnl->hl", CB, V).real                     # (H L)
+
+
+class S4D(nn.Module):
+    """S4D layer: u (B, L, H) -> y (B, L, H), y = K ∗ u + D u (the SSM only: no activation,
+    dropout or output mixing, which live in the model's block).
+
+    ``forward`` — FFT convolution, parallel over time (float32/float64, autocast off, output in
+    the input dtype); ``forward_serial`` — the recurrence x_t = dA x_{t−1} + dB u_t,
+    y_t = 2 Re(C x_t) + D u_t as a Python loop over time (the same update as ``step``, with the
+    discretisation computed once); ``step(u_t (B, H), state (B, H, N/2) complex or None)``.
+    Odd ``d_state`` is a ValueError. ``lr`` is the SSM learning rate (see :func:`register`).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 lr: float | None = 1e-3):
+        super().__init__()
+        self.kernel = S4DKernel(d_model, d_state, dt_min, dt_max, lr)
+        self.d_model, self.d_state = d_model, d_state
+        self.D = nn.Parameter(torch.randn(d_model))                               # (H)
+
+    def _check(self, u, ndim):
+        check_tensor(u, "u", ndim, channels=self.d_model)
+        if not u.is_floating_point():
+            raise ValueError(f"u: expected a floating tensor, got {u.dtype}")
+
+    def forward(self, u: torch.Tensor, validate: bool = False) -> torch.Tensor:
+        """y = irfft(rfft(u, 2L) · rfft(K, 2L))[:L] + D u.   u (B, L, H) -> y (B, L, H)."""
+        if validate:
+            self._check(u, 3)
+        L = u.shape[1]
+        real = _compute_dtype(u.dtype, self.D.dtype)
+        with _no_autocast(u.device):
+            k = self.kernel(L, real)                                              # (H L)
+            v = u.to(real)                                                        # (B L H)
+            k_f = torch.fft.rfft(k, n=2 * L, dim=-1).transpose(0, 1)              # (L+1 H)
+            u_f = torch.fft.rfft(v, n=2 * L, dim=1)                               # (B L+1 H)
+            y = torch.fft.irfft(u_f * k_f, n=2 * L, dim=1)[:, :L]                 # (B L H)
+            y = y + v * self.D.to(real)                                           # (B L H)
+        return y.to(u.dtype)
+
+    @staticmethod
+    def _update(u_t, x, dA, dB, C2, D):
+        """x_t = dA x_{t−1} + dB u_t ; y_t = Re Σ_n (2C)_n x_{t,n} + D u_t."""
+        x = dA * x + dB * u_t.unsqueeze(-1)                                       # (B H N)
+        y = torch.einsum("hn,bhn->bh", C2, x).real + D * u_t                      # (B H)
+        return y, x
+
+    def _prepare(self, u):
+        real = _compute_dtype(u.dtype, self.D.dtype)
+        dA, dB, C = self.kernel.discrete(real)                                    # (H N) each
+        return real, dA, dB, 2 * C, self.D.to(real)
+
+    def step(self, u_t: torch.Tensor, state: torch.Tensor | None = None):
+        """One step: u_t (B, H), state x (B, H, N/2) complex (None: zeros) -> (y_t (B, H), x)."""
+        with _no_autocast(u_t.device):
+            real, dA, dB, C2, D = self._prepare(u_t)
+            if state is None:
+                state = torch.zeros(*u_t.shape, self.d_state // 2, dtype=dA.dtype,
+                                    device=u_t.device)                            # (B H N)
+            y, x = self._update(u_t.to(real), state.to(dA.dtype), dA, dB, C2, D)
+        return y.to(u_t.dtype), x
+
+    def forward_serial(self, u: torch.Tensor, validate: bool = False) -> torch.Tensor:
+        """Same result as ``forward`` by the recurrence, one time step at a time."""
+        if validate:
+            self._check(u, 3)
+        B, L, H = u.shape
+        with _no_autocast(u.device):
+            real, dA, dB, C2, D = self._prepare(u)
+            v = u.to(real)                                                        # (B L H)
+            x = torch.zeros(B, H, self.d_state // 2, dtype=dA.dtype, device=u.device)  # (B H N)
+            ys = []
+            for t in range(L):
+                y_t, x = self._update(v[:, t], x, dA, dB, C2, D)                  # (B H)
+                ys.append(y_t)
+            y = torch.stack(ys, dim=1) if ys else v.new_zeros(B, 0, H)            # (B L H)
+        return y.to(u.dtype)
+
+    def state_cost(self) -> int:
+        """Real multiply-accumulates per time step of the serial update, H (4N + 1):
+        per channel and complex mode, dA·x is 4 MACs and + dB·u 2 more (6 for the state update),
+        Re(2C·x) = 2 MACs (the factor 2 is folded into C once); N/2 modes give 4N; D·u adds 1."""
+        return self.d_model * (4 * self.d_state + 1)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, d_state={self.d_state}"

@@ -1,0 +1,181 @@
+"""spikelib.memory (S4D): FFT ≡ recurrence ≡ step, kernel ≡ its explicit sum, precision under
+float32 and bf16 autocast, gradients, optimiser tags, validation."""
+import cmath
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from spikelib.memory import S4D, S4DKernel, register
+
+H, N = 4, 8
+
+
+def _model(dtype=torch.float64, seed=0, **kw):
+    torch.manual_seed(seed)
+    return S4D(H, d_state=N, **kw).to(dtype)
+
+
+def _u(B, L, dtype=torch.float64, seed=1):
+    return torch.randn(B, L, H, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _stepped(m, u):
+    state, ys = None, []
+    for t in range(u.shape[1]):
+        y_t, state = m.step(u[:, t], state)
+        ys.append(y_t)
+    return torch.stack(ys, dim=1), state
+
+
+@pytest.mark.parametrize("L", [1, 7, 64, 1000])
+def test_fft_equals_serial_equals_step_float64(L):
+    m, u = _model(dt_min=1e-3, dt_max=0.5), _u(3, L)
+    with torch.no_grad():
+        y = m(u)
+        ys = m.forward_serial(u)
+        yt, state = _stepped(m, u)
+    assert y.dtype == ys.dtype == yt.dtype == torch.float64 and y.shape == (3, L, H)
+    assert state.dtype == torch.complex128 and state.shape == (3, H, N // 2)
+    tol = 1e-10 * ys.abs().max().item()
+    assert (y - ys).abs().max().item() <= tol
+    assert (yt - ys).abs().max().item() <= tol
+
+
+def test_kernel_equals_explicit_sum():
+    """K_ℓ = 2 Re Σ_n C_n (e^{ΔA_n} − 1)/A_n e^{ΔA_n ℓ}, summed with Python complex numbers."""
+    torch.manual_seed(3)
+    k = S4DKernel(2, d_state=4, dt_min=0.01, dt_max=0.3).double()
+    L = 20
+    K = k(L)
+    assert K.shape == (2, L) and K.dtype == torch.float64
+    for h in range(2):
+        dt = math.exp(k.log_dt[h].item())
+        for ell in range(L):
+            total = 0j
+            for n in range(2):
+                A = complex(-math.exp(k.log_A_real[h, n].item()), k.A_imag[h, n].item())
+                C = complex(k.C[h, n, 0].item(), k.C[h, n, 1].item())
+                total += C * (cmath.exp(dt * A) - 1) / A * cmath.exp(dt * A * ell)
+            assert abs(K[h, ell].item() - 2 * total.real) <= 1e-12 * max(1.0, abs(total))
+    dA, dB, C = k.discrete()
+    assert dA.dtype == dB.dtype == C.dtype == torch.complex128 and dA.shape == (2, 2)
+
+
+def test_init_s4d_lin():
+    torch.manual_seed(0)
+    k = S4DKernel(5, d_state=6, dt_min=1e-3, dt_max=1e-1)
+    assert torch.allclose(-torch.exp(k.log_A_real), torch.full((5, 3), -0.5))
+    assert torch.allclose(k.A_imag, math.pi * torch.arange(3.0).expand(5, 3))
+    assert bool((k.log_dt >= math.log(1e-3)).all() and (k.log_dt <= math.log(1e-1)).all())
+    assert k.C.shape == (5, 3, 2)
+
+
+@pytest.mark.parametrize("L", [64, 1000])
+def test_float32_within_bound(L):
+    """|y32 − y64| ≤ L · eps32 · scale, scale = max_h max|u_h| (Σ_ℓ |K_{h,ℓ}| + |D_h|) (the
+    largest possible |y|); observed ratios are below 0.02."""
+    m64 = _model()
+    m32 = S4D(H, d_state=N)
+    m32.load_state_dict(m64.state_dict())
+    u = _u(3, L)
+    with torch.no_grad():
+        y = m64(u)
+        K = m64.kernel(L)
+        scale = (u.abs().amax(dim=(0, 1)) * (K.abs().sum(1) + m64.D.abs())).max().item()
+        bound = L * torch.finfo(torch.float32).eps * scale
+        for y32 in (m32(u.float()), m32.forward_serial(u.float())):
+            assert y32.dtype == torch.float32
+            assert (y32.double() - y).abs().max().item() <= bound
+
+
+class _FFTDtypes(TorchDispatchMode):
+    """Records the dtypes of every tensor argument of the aten FFT ops that run."""
+    def __init__(self):
+        super().__init__()
+        self.dtypes = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "fft" in func.__name__:
+            self.dtypes |= {a.dtype for a in args if isinstance(a, torch.Tensor)}
+        return func(*args, **(kwargs or {}))
+
+
+def test_bf16_autocast_keeps_fft_in_float32():
+    m, u = _model(torch.float32), _u(2, 128, torch.float32)
+    with torch.no_grad():
+        ref = m(u)
+        with torch.autocast("cpu", dtype=torch.bfloat16), _FFTDtypes() as seen:
+            y = m(u)                                                # fp32 input
+            yb = m(u.bfloat16())                                    # bf16 input
+            ys = m.forward_serial(u)
+    assert seen.dtypes and seen.dtypes <= {torch.float32, torch.complex64}, seen.dtypes
+    assert y.dtype == torch.float32 and yb.dtype == torch.bfloat16
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6 * ref.abs().max().item())
+    torch.testing.assert_close(ys, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
+    # bf16 only rounds the input and output (~2^-8 relative), never the kernel or the FFT
+    assert (yb.float() - ref).abs().max().item() <= 2e-2 * ref.abs().max().item()
+
+
+def test_gradients_reach_every_parameter_and_match_serial():
+    m, u = _model(), _u(2, 30)
+    w = torch.randn(2, 30, H, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    names = ["D", "kernel.log_dt", "kernel.C", "kernel.log_A_real", "kernel.A_imag"]
+    (m(u) * w).sum().backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters()}
+    assert sorted(grads) == sorted(names)
+    for n in names:
+        assert bool(torch.isfinite(grads[n]).all()) and grads[n].abs().max() > 0, n
+    m.zero_grad()
+    (m.forward_serial(u) * w).sum().backward()
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-8, atol=1e-10)
+
+
+def test_optim_tags_and_register():
+    m = S4D(3, d_state=4, lr=1e-3)
+    for n in ("log_dt", "C", "log_A_real", "A_imag"):
+        assert getattr(m.kernel, n)._optim == {"lr": 1e-3, "weight_decay": 0.0}, n
+    assert not hasattr(m.D, "_optim")
+    frozen = S4D(3, d_state=4, lr=0.0)
+    buffers = dict(frozen.kernel.named_buffers())
+    assert set(buffers) == {"log_dt", "log_A_real", "A_imag"}
+    assert {n for n, _ in frozen.named_parameters()} == {"D", "kernel.C"}
+    assert frozen.kernel.C._optim == {"weight_decay": 0.0}
+    mod = torch.nn.Module()
+    register(mod, "b", torch.ones(2), lr=0)
+    register(mod, "p", torch.ones(2), lr=0.01)
+    assert "b" in dict(mod.named_buffers()) and "p" in dict(mod.named_parameters())
+    assert mod.p._optim == {"lr": 0.01, "weight_decay": 0.0}
+    with torch.no_grad():                                           # frozen model still runs
+        assert frozen(torch.randn(1, 5, 3)).shape == (1, 5, 3)
+
+
+def test_state_cost_and_step_state():
+    m = _model()
+    assert m.state_cost() == H * (4 * N + 1)
+    u_t = torch.randn(2, H, dtype=torch.float64)
+    y0, x0 = m.step(u_t)
+    y1, x1 = m.step(u_t, torch.zeros(2, H, N // 2, dtype=torch.complex128))
+    assert torch.equal(y0, y1) and torch.equal(x0, x1)
+
+
+def test_validation():
+    for bad in (3, 0, 1, -2, 2.0):
+        with pytest.raises(ValueError, match="d_state"):
+            S4D(H, d_state=bad)
+    with pytest.raises(ValueError, match="dt_min"):
+        S4D(H, dt_min=0.2, dt_max=0.1)
+    m = _model()
+    u = _u(2, 10)
+    for bad in (u[0], u[..., :3], u.long()):
+        for f in (m.forward, m.forward_serial):
+            with pytest.raises(ValueError, match="u"):
+                f(bad, validate=True)
+    nan = u.clone()
+    nan[1, 3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        m(nan, validate=True)
+    m(u, validate=True)
