@@ -1,0 +1,193 @@
+"""Serial inference: time steps per second of ``forward_serial`` (O(1) state) and state bytes.
+
+Each model runs ``SequenceClassifier.forward_serial`` — a Python loop over ``step`` that carries
+one (S4D state, spiking state) pair per layer and a running sum for the mean readout — on random
+inputs (SYNTHETIC, timing only) at batch 1 and batch 64, in eval mode under
+``torch.inference_mode``, fp32 (no autocast: at batch 1 the loop is bound by kernel launches, not
+arithmetic). Reported: median seconds over ``--repeats`` runs after a warm-up run, time steps per
+second (L / t, one sequence) and sequence-steps per second (B·L / t).
+
+State size: the bytes of every tensor in one layer's state for ONE sequence (batch 1), split into
+the S4D part (complex (H, N/2)) and the spiking part, measured after 1 step and after L steps —
+the two are equal for every model (the state is O(1) in L; the script reports it and fails if
+not). The readout's running sum (H floats) is reported separately.
+
+Model: the ModelConfig defaults (d_model 128, 4 layers, d_state 64), d_input 1, 10 classes.
+
+    python benchmarks/serial_inference.py                      # auto device, its defaults
+    python benchmarks/serial_inference.py --device cpu --length 256 --repeats 3
+
+Writes results/serial-inference-<device>.json (with provenance).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from spikelib.models import MODELS, build
+from spikelib.results import device_name, find_root, provenance, write_result
+from spikelib.train import pick_device
+
+DEFAULT_MODELS = ("s4d", "frssm", "pssm", "ddsn", "sif")
+# per profile: (length L, repeats)
+PROFILES = {"gpu": (1024, 5), "cpu": (256, 3), "smoke": (16, 1)}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tf32_state() -> dict:
+    """The TF32 switches as found (this script changes none of them)."""
+    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def device_slug(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+
+
+def nbytes(obj) -> int:
+    """Bytes of every tensor inside nested tuples / lists / dicts (None counts 0)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(nbytes(v) for v in obj.values())
+    if isinstance(obj, (tuple, list)):
+        return sum(nbytes(v) for v in obj)
+    return 0
+
+
+@torch.inference_mode()
+def state_sizes(model, length: int, device: torch.device) -> list[dict]:
+    """Per layer: bytes of the (S4D, spike) state of one sequence after 1 and after L steps."""
+    x = torch.randn(1, length, model.cfg.d_input, device=device)
+    state, after_one = None, None
+    for t in range(length):
+        _, _, state = model.step(x[:, t], state)
+        if t == 0:
+            after_one = [(nbytes(ssm), nbytes(spk)) for ssm, spk in state]
+    rows = []
+    for i, ((ssm, spk), first) in enumerate(zip(state, after_one)):
+        rows.append({"layer": i, "ssm_bytes": nbytes(ssm), "spike_bytes": nbytes(spk),
+                     "total_bytes": nbytes(ssm) + nbytes(spk),
+                     "total_bytes_after_1_step": sum(first),
+                     "constant_in_L": nbytes(ssm) + nbytes(spk) == sum(first)})
+    return rows
+
+
+@torch.inference_mode()
+def serial_time(model, x: torch.Tensor, device: torch.device, repeats: int) -> list[float]:
+    """Seconds of ``model.forward_serial(x)``, one warm-up run then ``repeats`` timed runs."""
+    model.forward_serial(x[:, : min(x.shape[1], 32)])           # warm-up (kernels, allocator)
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        model.forward_serial(x)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--profile", choices=tuple(PROFILES), default=None,
+                   help="defaults for L and repeats; default: gpu on CUDA, else cpu")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
+    p.add_argument("--length", type=int, default=None, help="time steps per timed run")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--d-model", type=int, default=None, help="ModelConfig override")
+    p.add_argument("--n-layers", type=int, default=None, help="ModelConfig override")
+    p.add_argument("--d-state", type=int, default=None, help="ModelConfig override")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default on CPU: 1)")
+    p.add_argument("--out", default=None, help="result folder (default <repo>/results)")
+    p.add_argument("--commit", default=None, help="commit to record when there is no .git")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    command = ["python", *sys.argv] if argv is None else \
+        ["python", "benchmarks/serial_inference.py", *argv]
+    device = pick_device(a.device)
+    if a.threads or device.type == "cpu":
+        torch.set_num_threads(a.threads or 1)   # CPU default 1: per-step tensors are tiny, and
+        #                                         a second thread stalls whenever a core is busy
+    profile = a.profile or ("gpu" if device.type == "cuda" else "cpu")
+    length = a.length or PROFILES[profile][0]
+    repeats = a.repeats or PROFILES[profile][1]
+    overrides = {k: v for k, v in (("d_model", a.d_model), ("n_layers", a.n_layers),
+                                   ("d_state", a.d_state)) if v is not None}
+    tf32 = tf32_state()
+    print(f"serial inference on {device_name(device)} ({device.type}), profile {profile}, "
+          f"L={length}, repeats {repeats}, fp32; TF32: {tf32}", flush=True)
+
+    rows, states = [], {}
+    for name in a.models:
+        torch.manual_seed(a.seed)
+        model = build(name, d_input=1, n_classes=10, **overrides).to(device).eval()
+        states[name] = state_sizes(model, min(length, 64), device)
+        if not all(r["constant_in_L"] for r in states[name]):
+            raise RuntimeError(f"{name}: the serial state grew with L: {states[name]}")
+        for batch in a.batches:
+            g = torch.Generator().manual_seed(a.seed + batch)
+            x = torch.randn(batch, length, 1, generator=g).to(device)   # SYNTHETIC (B, L, 1)
+            times = serial_time(model, x, device, repeats)
+            t = statistics.median(times)
+            rows.append({"model": name, "batch": batch, "length": length, "seconds": t,
+                         "all_seconds": times, "steps_per_s": length / t,
+                         "sequence_steps_per_s": batch * length / t})
+            print(f"{name:6s} B={batch:3d} {length / t:12.1f} steps/s "
+                  f"{batch * length / t:14.1f} seq-steps/s   state/layer "
+                  f"{states[name][0]['total_bytes']:8d} B (1 sequence)", flush=True)
+        del model
+
+    cfg = build(DEFAULT_MODELS[0], d_input=1, n_classes=10, **overrides).cfg
+    readout_bytes = cfg.d_model * 4
+    print(f"\n{'model':6s} {'B':>3s} {'steps/s':>12s} {'seq-steps/s':>14s} "
+          f"{'S4D B/layer':>12s} {'spike B/layer':>14s}")
+    for r in rows:
+        s = states[r["model"]][0]
+        print(f"{r['model']:6s} {r['batch']:3d} {r['steps_per_s']:12.1f} "
+              f"{r['sequence_steps_per_s']:14.1f} {s['ssm_bytes']:12d} {s['spike_bytes']:14d}")
+    print(f"readout running sum: {readout_bytes} B per sequence (mean readout)")
+
+    prov = provenance(a.commit, device, argv=command)
+    prov["seed"] = a.seed
+    folder = Path(a.out) if a.out else find_root(Path(__file__).parent) / "results"
+    suffix = "" if profile in ("gpu", "cpu") else f"-{profile}"
+    path = write_result(folder / f"serial-inference-{device_slug(device)}{suffix}.json", {
+        "benchmark": "serial_inference", "profile": profile, "synthetic": True,
+        "device": device_name(device), "device_type": device.type,
+        "precision": "fp32 (no autocast)", "tf32": tf32, "mode": "eval, inference_mode",
+        "model_config": cfg.to_dict() | {"name": None},
+        "length": length, "batches": a.batches, "repeats": repeats, "warmup": "1 run of 32 steps",
+        "rows": rows, "state_bytes_per_layer": states,
+        "state_note": "bytes of one layer's (S4D, spike) state for ONE sequence (batch 1); "
+                      "equal after 1 and after L steps (O(1) in L)",
+        "readout_state_bytes": readout_bytes, "seed": a.seed, "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "provenance": prov, "command": prov["command"]})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

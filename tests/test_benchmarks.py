@@ -1,0 +1,147 @@
+"""Smoke tests of the benchmark scripts: tiny sizes on CPU, into a temporary folder.
+
+Each runs a script's ``main`` as the command line would and checks the JSON it writes:
+provenance (commit, device, command, seed, torch version) and sane values. The numbers
+themselves are not checked — these scripts measure, they do not assert goals.
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--d-model", "8", "--n-layers", "1", "--d-state", "4"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """The scripts set torch's thread count (1 on CPU): restore it for the other tests."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" /
+                                                  f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _one_json(folder: Path, prefix: str) -> dict:
+    files = sorted(folder.glob(f"{prefix}-*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def _check_provenance(d: dict, script: str, seed: int):
+    prov = d["provenance"]
+    assert prov["commit"] == "c0ffee" and prov["device"] and prov["device_type"] == "cpu"
+    assert prov["torch"] == torch.__version__ and prov["seed"] == seed == d["seed"]
+    assert d["command"] == prov["command"] and f"benchmarks/{script}.py" in d["command"]
+    assert "--commit c0ffee" in d["command"]
+    assert d["profile"] == "smoke" and d["device_type"] == "cpu"
+    assert set(d["tf32"]) >= {"cuda.matmul.allow_tf32", "float32_matmul_precision"}
+
+
+def test_serial_inference(tmp_path, capsys):
+    args = ["--device", "cpu", "--profile", "smoke", *TINY, "--batches", "1", "3",
+            "--out", str(tmp_path), "--commit", "c0ffee", "--seed", "5"]
+    assert _script("serial_inference").main(args) == 0
+    d = _one_json(tmp_path, "serial-inference")
+    _check_provenance(d, "serial_inference", 5)
+    models = {"s4d", "frssm", "pssm", "ddsn", "sif"}
+    assert {r["model"] for r in d["rows"]} == models and len(d["rows"]) == 2 * len(models)
+    for r in d["rows"]:
+        assert r["steps_per_s"] > 0 and r["sequence_steps_per_s"] == \
+            pytest.approx(r["batch"] * r["steps_per_s"])
+    for name, layers in d["state_bytes_per_layer"].items():
+        assert len(layers) == 1
+        s = layers[0]
+        assert s["constant_in_L"] and s["ssm_bytes"] > 0
+        assert s["total_bytes"] == s["ssm_bytes"] + s["spike_bytes"]
+        assert (s["spike_bytes"] == 0) == (name == "s4d"), name   # only GELU keeps no state
+    assert "steps/s" in capsys.readouterr().out
+
+
+def test_scifar_epoch(tmp_path, capsys):
+    args = ["--device", "cpu", "--profile", "smoke", *TINY, "--n-train", "100", "--batch", "8",
+            "--steps", "1", "--out", str(tmp_path), "--commit", "c0ffee"]
+    assert _script("scifar_epoch").main(args) == 0
+    d = _one_json(tmp_path, "scifar-epoch")
+    _check_provenance(d, "scifar_epoch", 0)
+    assert d["synthetic"] is True and "cannot be downloaded" in d["data_note"]
+    assert d["n_train_sequences"] == 90                        # 100 minus the 10% val split
+    assert [r["model"] for r in d["rows"]] == ["s4d", "frssm", "pssm"]
+    for r in d["rows"]:
+        assert r["steps_per_epoch"] == math.ceil(90 / 8) and r["steps_timed"] == 1
+        assert r["label"] == "estimated from 1 step, CPU" and not r["whole_epoch"]
+        assert r["epoch_seconds"] > 0 and r["peak_memory"]["bytes"] > 0
+    assert set(d["ratios_vs_s4d"]) == {"frssm_vs_s4d", "pssm_vs_s4d"}
+    assert all(v > 0 for v in d["ratios_vs_s4d"].values())
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "estimated from 1 step, CPU" in out
+
+
+def test_extrapolation(tmp_path, capsys):
+    args = ["--device", "cpu", "--profile", "smoke", "--out", str(tmp_path / "res"),
+            "--work", str(tmp_path / "work"), "--commit", "c0ffee"]
+    assert _script("extrapolation").main(args) == 0
+    d = _one_json(tmp_path / "res", "extrapolation")
+    _check_provenance(d, "extrapolation", 0)
+    assert set(d["models"]) == {"ddsn", "frssm", "sif", "s4d"}
+    for name, m in d["models"].items():
+        assert [r["length"] for r in m["rows"]] == [16, 48]
+        assert math.isfinite(m["test_mse_parallel"]) and Path(m["checkpoint"]).is_file()
+        for r in m["rows"]:
+            assert math.isfinite(r["mse"]) and r["mse"] >= 0, (name, r)
+            assert r["nan_count"] == 0 and r["nonfinite_state"] == 0, (name, r)
+            assert r["steps_per_s"] > 0 and r["max_abs_y"] > 0
+            if name == "s4d":
+                assert r["max_abs_membrane"] is None
+            else:
+                assert r["max_abs_membrane"] > 0
+            if name == "frssm":                                 # Θ(y − θ): y is the membrane
+                assert r["max_abs_membrane"] == r["max_abs_y"]
+            if name == "ddsn":          # h is a convex combination of y: |h| <= max |y|
+                assert r["max_abs_membrane"] <= r["max_abs_y"] * (1 + 1e-5)
+    assert "MSE" in capsys.readouterr().out
+
+
+def test_extrapolation_watch_leaves_forward_serial_unchanged():
+    from spikelib.models import build
+    ex = _script("extrapolation")
+    torch.manual_seed(0)
+    model = build("ddsn", d_input=2, n_classes=1, d_model=8, n_layers=2, d_state=4,
+                  readout="last").eval()
+    x = torch.randn(3, 20, 2)
+    with torch.no_grad():
+        plain = model.forward_serial(x)
+        with ex.watching(model, ex.Watch("cpu", membrane_is_y=False)) as w:
+            watched = model.forward_serial(x)
+        assert torch.equal(plain, watched) and w.has_membrane and w.max_m.item() > 0
+    assert all("step" not in vars(layer.spike) for layer in model.layers)
+
+
+def test_runbook_usage_and_check_stage(tmp_path):
+    script = ROOT / "benchmarks" / "gpu_runbook.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    bad = subprocess.run(["bash", str(script), "nonsense", "abc"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+    env = {**os.environ, "DEVICE": "cpu", "TINY": "1", "PY": sys.executable,
+           "OUT": str(tmp_path / "out"), "LOGROOT": str(tmp_path / "logs")}
+    ok = subprocess.run(["bash", str(script), "check", "c0ffee"], capture_output=True,
+                        text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "spikelib imports from" in ok.stdout and "stage check finished" in ok.stdout
+    with tarfile.open(tmp_path / "out" / "spikelib-check.tar.gz") as tar:
+        assert any(n.endswith("summary.txt") for n in tar.getnames())
