@@ -15,8 +15,8 @@ the constant 1 gives MSE 1/6 — the line a model must beat to have learned anyt
 
 Measured at each length, over every step, layer, sequence and channel: ``mse`` — of the
 last-step prediction (NaN, written as null, if any prediction is); ``nan_count`` — non-finite
-predictions; ``max_abs_y`` — the S4D output y_t entering the spiking module (for ``frssm`` this is the
-membrane: Θ(y − θ) acts on y directly; for ``s4d`` the GELU's input);
+predictions; ``max_abs_y`` — the S4D output y_t entering the spiking module (for ``frssm``
+this is the membrane: Θ(y − θ) acts on y directly; for ``s4d`` the GELU's input);
 ``max_abs_membrane`` — the neuron's own membrane read from its step state: ``ddsn`` h_t
 (state['h']), ``sif`` V_t after the soft reset (state['v']), ``frssm`` y_t; None for ``s4d``
 (no neuron); ``nonfinite_state`` — non-finite entries of y and of the membrane, summed over
@@ -173,6 +173,12 @@ def step_seconds(mcfg, a, device) -> float:
     return (times[1] + times[2]) / 2
 
 
+def shown(path, root: Path) -> str:
+    """``path`` relative to the repository root when inside it (no machine paths in results)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(root.resolve())) if p.is_relative_to(root.resolve()) else str(p)
+
+
 def run_config(name: str, a, work: Path, device, model_config: dict, epochs: int):
     return T.RunConfig(model=name, dataset="adding", length=a.train_length,
                        model_config=dict(model_config), profile="full", seed=a.seed,
@@ -287,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, name in enumerate(a.models):
         model, info = train_model(run_config(name, a, work, device, model_config, epochs),
                                   device)
-        info.update(epochs_max=a.epochs, measured_step_s=step_s.get(name))
+        info.update(epochs_max=a.epochs, measured_step_s=step_s.get(name),
+                    checkpoint=shown(info["checkpoint"], root))
         t_model = time.perf_counter()
         share = None if a.max_seconds is None else \
             (a.max_seconds - (t_model - t_start) - sum(

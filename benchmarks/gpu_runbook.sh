@@ -7,7 +7,8 @@
 #   check         environment only: GPU, torch, TF32 switches, spikelib imports, the data
 #   bench         the timing scripts, each under its own time limit: parallel_vs_serial.py,
 #                 train_step.py, serial_inference.py, scifar_epoch.py (each model stopped after
-#                 SCIFAR_SECONDS and estimated), then extrapolation.py in the time left
+#                 SCIFAR_SECONDS and estimated), then extrapolation.py in the time left (its
+#                 --max-seconds picks the epochs and skips eval lengths that would not fit)
 #   scifar        scifar_epoch.py timing whole synthetic sCIFAR epochs (s4d, frssm, pssm)
 #   extrap        extrapolation.py with its GPU defaults (train at 2048, serial to 30000)
 #   fmnist-epoch  one full-profile Fashion-MNIST epoch of s4d frssm pssm ddsn sif, all five at
@@ -30,12 +31,15 @@
 #   PY       python with torch (default python3; here .venv/bin/python)
 #   BUDGET   seconds for the whole stage, packing included (default 540: a call may run 600)
 #   LOGROOT  folder of the per-call log folders (default runs/runbook)
+#   RES      folder of the result JSON (default results; with TINY=1 runs/runbook-tiny/results)
 #   EPOCHS_PER_CALL  fmnist: at most this many epochs per run in one call (default: as many
 #            as fit)
 #   FM_EST   fmnist: seconds per epoch assumed for a run without a checkpoint (default: train
 #            one epoch, then plan from its measured time)
 #   SCIFAR_SECONDS  bench: seconds each model's sCIFAR epoch is timed before estimating (40)
 #   TRAIN_THREADS   torch CPU threads per Fashion-MNIST training process (1)
+#   FM_MODELS, FM_REFRACTORY  the Fashion-MNIST runs (default "s4d frssm pssm ddsn sif" and
+#            "0 1 4 8"; e.g. FM_REFRACTORY="" to leave out the ablation, fewer runs at once)
 set -uo pipefail
 
 STAGE=${1:-}
@@ -62,7 +66,7 @@ START=$(date +%s)
 DEADLINE=$((START + BUDGET - PACK_MARGIN))
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONHASHSEED=0
 export SPIKELIB_DATA="$ROOT/data"
-if [ "$TINY" = 1 ]; then RES=runs/runbook-tiny/results; else RES=results; fi
+if [ "$TINY" = 1 ]; then RES=${RES:-runs/runbook-tiny/results}; else RES=${RES:-results}; fi
 LOGDIR=${LOGROOT:-runs/runbook}/$STAGE-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$LOGDIR" "$OUT" "$RES"
 touch "$LOGDIR/.start"
@@ -88,8 +92,12 @@ run_step() {
   return 0
 }
 
-# flags a script accepts (read from its --help): a teammate's script may lack --commit.
-accepts() { "$PY" "$1" --help 2>/dev/null | grep -q -- "$2"; }
+# flags a script accepts (read once from its --help): a teammate's script may lack --commit.
+HELP_TEXT=""
+accepts() {
+  [ -n "$HELP_TEXT" ] || HELP_TEXT=$("$PY" "$1" --help 2>/dev/null)
+  grep -q -- "$2" <<< "$HELP_TEXT"
+}
 
 env_report() {
   say "stage $STAGE, commit $COMMIT, device $DEVICE, budget ${BUDGET}s, tiny $TINY, python $PY"
@@ -172,7 +180,10 @@ stage_bench() {
     accepts "$pvs" --commit && a+=(--commit "$COMMIT")
     accepts "$pvs" --results && a+=(--results "$RES")
     accepts "$pvs" --out && a+=(--out "$RES")
-    if tiny; then accepts "$pvs" --lengths && a+=(--lengths 32); accepts "$pvs" --repeats && a+=(--repeats 1); fi
+    if tiny; then
+      accepts "$pvs" --lengths && a+=(--lengths 32)
+      accepts "$pvs" --repeats && a+=(--repeats 1)
+    fi
     run_step parallel_vs_serial 90 "$PY" "$pvs" "${a[@]}"
   else
     say "SKIP parallel_vs_serial: $pvs is not in this tree"
@@ -188,8 +199,7 @@ stage_bench() {
   run_step scifar_epoch 200 "$PY" benchmarks/scifar_epoch.py "${sc[@]}"
   local t; t=$(( $(left) - 20 ))
   local ex=("${common[@]}" --out "$RES" --max-seconds "$t")
-  if tiny; then ex+=(--profile smoke --work runs/runbook-tiny/extrapolation)
-  else ex+=(--epochs 2 --train-sequences 6400); fi
+  tiny && ex+=(--profile smoke --work runs/runbook-tiny/extrapolation)
   run_step extrapolation "$t" "$PY" benchmarks/extrapolation.py "${ex[@]}"
 }
 
@@ -207,8 +217,8 @@ stage_extrap() {
   run_step extrapolation "$t" "$PY" benchmarks/extrapolation.py "${ex[@]}"
 }
 
-FM_MODELS=(s4d frssm pssm ddsn sif)
-FM_REFRACTORY=(0 1 4 8)              # R = 2 is the default: the frssm run itself
+read -ra FM_MODELS <<< "${FM_MODELS-s4d frssm pssm ddsn sif}"
+read -ra FM_REFRACTORY <<< "${FM_REFRACTORY-0 1 4 8}"   # R = 2 is the default: the frssm run
 
 # training arguments shared by the Fashion-MNIST stages
 fm_args() {
@@ -237,12 +247,12 @@ stage_fmnist_epoch() {
       --epochs 1 --out "$dir" --results "$dir/results" --run-name "fmnist-epoch-$m" &
   done
   wait
-  "$PY" - "$dir/results" "$RES" "$COMMIT" "$DEVICE" "${#FM_MODELS[@]}" <<'EOF' 2>&1 | tee -a "$SUMMARY"
+  "$PY" - "$dir/results" "$RES" "$COMMIT" "$DEVICE" "${#FM_MODELS[@]}" "$TINY" <<'EOF' 2>&1 | tee -a "$SUMMARY"
 import glob, json, re, sys
 from pathlib import Path
 import torch
 from spikelib.results import device_name, provenance, write_result
-src, res, commit, device, n = sys.argv[1:]
+src, res, commit, device, n, tiny = sys.argv[1:]
 device = torch.device(device)
 rows = []
 for p in sorted(glob.glob(f"{src}/*.json")):
@@ -251,14 +261,16 @@ for p in sorted(glob.glob(f"{src}/*.json")):
                  "train_s": d["history"][0]["train_s"], "val_acc_after_1_epoch":
                  d["history"][0]["val_acc"], "peak_memory": d["peak_memory"],
                  "params": d["params"], "n_train": d["n_train"]})
-    print(f"{d['model']:6s} epoch {rows[-1]['epoch_wall_s']:8.1f} s (train {rows[-1]['train_s']:.1f} s)"
-          f"  peak {d['peak_memory']['bytes'] / 2**20:.0f} MiB")
+    r = rows[-1]
+    print(f"{d['model']:6s} epoch {r['epoch_wall_s']:8.1f} s (train {r['train_s']:.1f} s)  "
+          f"peak {d['peak_memory']['bytes'] / 2**20:.0f} MiB")
 slug = "cpu" if device.type != "cuda" else \
     re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 prov = provenance(commit, device)
 prov["seed"] = 0
 out = write_result(Path(res) / f"fmnist-epoch-{slug}.json", {
-    "benchmark": "fmnist_epoch", "profile": "full-1-epoch", "device": device_name(device),
+    "benchmark": "fmnist_epoch", "profile": "smoke-1-epoch" if tiny == "1" else "full-1-epoch",
+    "device": device_name(device),
     "concurrent_runs": int(n), "rows": rows, "seed": 0,
     "note": f"one epoch of each model, {n} training processes sharing the device at once: "
             "times are under that contention (what the fmnist stage sees), not alone",

@@ -15,9 +15,12 @@ GPU (default): the whole epoch is timed (wall clock, synchronised), unless ``--s
 ``--max-seconds`` stops it early. CPU (default): ``--steps 3`` timed steps after one warm-up step
 (a full-size step takes seconds to tens of seconds on 2 cores), and the epoch is *estimated* as
 median(step seconds) × steps per epoch — labelled "estimated from N steps, CPU" in the output
-and the JSON, with the load average (other processes share the CPU). Peak memory: ``torch.cuda.max_memory_allocated`` per
-model on CUDA; on CPU the process's peak resident set size (cumulative over the models run so
-far, so only an upper bound for the later ones).
+and the JSON, with the load average (other processes share the CPU). One thread by default on
+CPU (``--threads``): on a shared machine a second OpenMP thread stalls whenever another process
+holds a core (seen here: a sliding-PSN step took 1–3 s with two threads, 0.8 s with one, under
+load). Peak memory:
+``torch.cuda.max_memory_allocated`` per model on CUDA; on CPU the process's peak resident set
+size (cumulative over the models run so far, so only an upper bound for the later ones).
 
     python benchmarks/scifar_epoch.py                          # auto device, its defaults
     python benchmarks/scifar_epoch.py --device cpu --steps 3
@@ -133,7 +136,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-layers", type=int, default=None, help="ModelConfig override")
     p.add_argument("--d-state", type=int, default=None, help="ModelConfig override")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default on CPU: 1)")
     p.add_argument("--out", default=None, help="result folder (default <repo>/results)")
     p.add_argument("--commit", default=None, help="commit to record when there is no .git")
     return p
@@ -144,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     command = ["python", *sys.argv] if argv is None else \
         ["python", "benchmarks/scifar_epoch.py", *argv]
     device = pick_device(a.device)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    if a.threads or device.type == "cpu":
+        torch.set_num_threads(a.threads or 1)   # CPU default 1: on a shared machine a second
+        #                                         OpenMP thread stalls whenever a core is busy
     profile = a.profile or ("gpu" if device.type == "cuda" else "cpu")
     steps0, warm0, max0 = PROFILES[profile]
     steps = a.steps if a.steps is not None else steps0
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     tf32 = tf32_state()
     precision = "bf16 autocast (FFTs and scans fp32)" if gpu else "fp32"
     print(f"sCIFAR epoch on {device_name(device)} ({device.type}), profile {profile}, "
-          f"batch {a.batch}, {precision}; TF32: {tf32}", flush=True)
+          f"batch {a.batch}, {precision}, {torch.get_num_threads()} threads; TF32: {tf32}",
+          flush=True)
     print(DATA_NOTE, flush=True)
 
     splits = sdata.synthetic(a.dataset, n_train=a.n_train, n_test=a.batch, seed=a.seed)
@@ -179,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"{'GPU' if gpu else 'CPU'}")
         rows.append({"model": name, "label": label, "repeats": a.repeats,
                      "all_epoch_seconds": [r["epoch_seconds"] for r in runs], **best})
+        peak = best["peak_memory"]
         print(f"{name:6s} {best['epoch_seconds']:10.1f} s/epoch ({label}; median step "
-              f"{best['median_step_s'] * 1e3:.1f} ms), peak {best['peak_memory']['bytes'] / 2**20:.0f}"
-              f" MiB ({best['peak_memory']['kind']})", flush=True)
+              f"{best['median_step_s'] * 1e3:.1f} ms), peak {peak['bytes'] / 2**20:.0f} MiB "
+              f"({peak['kind']})", flush=True)
 
     base = next((r["epoch_seconds"] for r in rows if r["model"] == "s4d"), None)
     ratios = {f"{r['model']}_vs_s4d": r["epoch_seconds"] / base for r in rows

@@ -5,10 +5,12 @@ one (S4D state, spiking state) pair per layer and a running sum for the mean rea
 inputs (SYNTHETIC, timing only) at batch 1 and batch 64, in eval mode under
 ``torch.inference_mode``, fp32 (no autocast: at batch 1 the loop is bound by kernel launches, not
 arithmetic). Reported: median seconds over ``--repeats`` runs after a warm-up run, time steps per
-second (L / t, one sequence) and sequence-steps per second (B·L / t).
+second (L / t, one sequence) and sequence-steps per second (B·L / t). On CPU one thread by
+default (``--threads``): the tensors of one step are tiny, and a second OpenMP thread stalls the
+loop whenever another process holds a core.
 
 State size: the bytes of every tensor in one layer's state for ONE sequence (batch 1), split into
-the S4D part (complex (H, N/2)) and the spiking part, measured after 1 step and after L steps —
+the S4D part (complex (H, N/2)) and the spiking part, measured after 1 step and after 64 steps —
 the two are equal for every model (the state is O(1) in L; the script reports it and fails if
 not). The readout's running sum (H floats) is reported separately.
 

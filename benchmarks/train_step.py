@@ -77,7 +77,11 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--results", default=None, help="folder (default <repo>/results)")
     p.add_argument("--commit", default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 avoids OpenMP spinning on a busy machine)")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if a.device == "auto" else a.device)
     gpu = device.type == "cuda"
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
     out = write_result(folder / f"bench-train-step-{slug}.json", {
         "benchmark": "train_step", "synthetic": True, "batch": a.batch, "d_input": 3,
         "model_config": "ModelConfig defaults (d_model 128, n_layers 4, d_state 64)",
-        "precision": precision, "repeats": repeats, "lengths": lengths, "rows": rows,
+        "precision": precision, "repeats": repeats, "threads": torch.get_num_threads(), "lengths": lengths, "rows": rows,
         "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
                                         "lif_over_frssm_at_1024_at_least": 20, "measured": goals},
         "float32_serial_vs_parallel": flip,

@@ -119,7 +119,8 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, ModelConfig]:
     for name in ("epochs", "batch_size", "seed"):
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
-            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+            raise ValueError(f"{name}: expected an integer >= {0 if name == 'seed' else 1}, "
+                             f"got {v!r}")
     for name in ("lr", "weight_decay"):
         if not (isinstance(getattr(c, name), (int, float)) and getattr(c, name) >= 0):
             raise ValueError(f"{name}: expected a number >= 0, got {getattr(c, name)!r}")
@@ -134,10 +135,9 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, ModelConfig]:
     base = dict(SMOKE["model"]) if smoke else {}
     if c.dataset == "adding":
         base["readout"] = "last"           # the sum is known only after the second marker
-    if "seq_len" in {f.name for f in dataclasses.fields(ModelConfig)}:
-        base["seq_len"] = info.length
+    base["seq_len"] = info.length          # used only by the masked PSN (weights T×T)
     mcfg = ModelConfig.from_dict({**asdict(ModelConfig()), **base, **c.model_config, **fixed})
-    return c, mcfg
+    return c, mcfg.validate()
 
 
 def _default(value, default):
@@ -365,6 +365,7 @@ def train(cfg: RunConfig) -> dict:
                         "wall_s": time.perf_counter() - t0})
         save_checkpoint(run_dir / "checkpoint.pt", {
             "format": CKPT_FORMAT, "identity": ident, "epoch": epoch + 1,
+            "run_config": cfg.to_dict(), "model_config": mcfg.to_dict(),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": rng_state(), "history": history})
         with open(run_dir / "log.jsonl", "a") as f:

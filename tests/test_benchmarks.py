@@ -138,7 +138,8 @@ def test_runbook_usage_and_check_stage(tmp_path):
                          text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
     env = {**os.environ, "DEVICE": "cpu", "TINY": "1", "PY": sys.executable,
-           "OUT": str(tmp_path / "out"), "LOGROOT": str(tmp_path / "logs")}
+           "OUT": str(tmp_path / "out"), "LOGROOT": str(tmp_path / "logs"),
+           "RES": str(tmp_path / "res")}
     ok = subprocess.run(["bash", str(script), "check", "c0ffee"], capture_output=True,
                         text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
