@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import sys
 import time
@@ -57,7 +56,7 @@ import torch
 from spikelib import data as sdata
 from spikelib import train as T
 from spikelib.models import MODELS, build
-from spikelib.results import device_name, find_root, provenance, write_result
+from spikelib.results import (device_name, device_slug, find_root, provenance, tf32_state, write_result)
 
 DEFAULT_MODELS = ("ddsn", "frssm", "sif", "s4d")
 BASELINE_MSE = 1.0 / 6.0          # predicting the constant 1
@@ -76,17 +75,7 @@ PROFILES = {   # train length, eval lengths, train sequences, max epochs, batch,
 }
 
 
-def tf32_state() -> dict:
-    """The TF32 switches as found (this script changes none of them)."""
-    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
 
-
-def device_slug(device: torch.device) -> str:
-    if device.type != "cuda":
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 class Watch:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import statistics
 import sys
 import time
@@ -37,27 +36,14 @@ from pathlib import Path
 
 import torch
 
-from spikelib.results import device_name, find_root, provenance, write_result
+from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state, write_result)
 
 BATCH, CHANNELS, R, ORDER, D_STATE = 16, 128, 4, 32, 64
 SERIAL_WARMUP_STEPS = 64
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
-def tf32_state() -> dict:
-    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
-
-
-def device_slug(device: torch.device) -> str:
-    if device.type != "cuda":
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def pick_device(name: str) -> torch.device:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import resource
 import statistics
 import sys
@@ -44,7 +43,7 @@ import torch
 
 from spikelib import data as sdata
 from spikelib.models import MODELS, build
-from spikelib.results import device_name, find_root, provenance, write_result
+from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state, write_result)
 from spikelib.train import epoch_order, make_optimizer, pick_device, train_epoch
 
 DEFAULT_MODELS = ("s4d", "frssm", "pssm")
@@ -56,22 +55,8 @@ DATA_NOTE = ("SYNTHETIC random uint8 tensors of sequential CIFAR-10's full shape
              "accuracy is measured or reported.")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
-def tf32_state() -> dict:
-    """The TF32 switches as found (this script changes none of them)."""
-    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
-
-
-def device_slug(device: torch.device) -> str:
-    if device.type != "cuda":
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def peak_memory(device: torch.device) -> dict:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 
 from spikelib.models import MODELS, build
-from spikelib.results import device_name, find_root, provenance, write_result
+from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state, write_result)
 from spikelib.train import pick_device
 
 DEFAULT_MODELS = ("s4d", "frssm", "pssm", "ddsn", "sif")
@@ -42,22 +41,8 @@ DEFAULT_MODELS = ("s4d", "frssm", "pssm", "ddsn", "sif")
 PROFILES = {"gpu": (1024, 5), "cpu": (256, 3), "smoke": (16, 1)}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
-def tf32_state() -> dict:
-    """The TF32 switches as found (this script changes none of them)."""
-    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
-
-
-def device_slug(device: torch.device) -> str:
-    if device.type != "cuda":
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def nbytes(obj) -> int:

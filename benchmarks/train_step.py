@@ -18,7 +18,6 @@ Writes results/bench-train-step-<device>.json (with provenance).
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
@@ -28,12 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from spikelib.models import MODELS, build, serial_agreement
-from spikelib.results import device_name, find_root, provenance, write_result
+from spikelib.results import device_name, device_slug, find_root, provenance, sync, write_result
 
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_time(model, x, y, device, repeats: int, warmup: int = 1) -> float:
@@ -130,10 +125,11 @@ def main(argv=None) -> int:
               f"flipped spikes {v['flip_fraction']}")
 
     precision = "bf16 autocast (FFT/scans fp32)" if gpu else "fp32"
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-") if gpu else "cpu"
+    slug = device_slug(device)
     folder = Path(a.results) if a.results else find_root(Path(__file__).parent) / "results"
     out = write_result(folder / f"bench-train-step-{slug}.json", {
         "benchmark": "train_step", "synthetic": True, "batch": a.batch, "d_input": 3,
+        "seed": 0, "data_seed": "the sequence length L",
         "model_config": "ModelConfig defaults (d_model 128, n_layers 4, d_state 64)",
         "precision": precision, "repeats": repeats, "threads": torch.get_num_threads(), "lengths": lengths, "rows": rows,
         "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,

@@ -12,6 +12,7 @@ import glob
 import json
 import math
 import os
+import re
 import platform
 import shlex
 import subprocess
@@ -152,3 +153,23 @@ def load_results(pattern: str = "*.json", profile: str | None = None,
             d["_path"] = p
             out.append(d)
     return out
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for queued CUDA work (a no-op elsewhere): call around every timed region."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tf32_state() -> dict:
+    """The TF32 switches as found (benchmarks record them and change none)."""
+    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def device_slug(device: str | torch.device) -> str:
+    """'cpu', or the GPU's name in lower case with dashes: the suffix of benchmark files."""
+    if torch.device(device).type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
