@@ -42,6 +42,16 @@ def _check_tau(tau) -> float:
 def _stack(steps: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(steps, dim=1)                         # L × (B, C) -> (B, L, C)
 
+def _step_loop(neuron, x: torch.Tensor, return_v: bool):
+    """The serial form shared by the neurons: a loop over ``neuron.step``, keeping V_t."""
+    state, spikes, volts = None, [], []
+    for t in range(x.shape[1]):                               # x (B, L, C)
+        s, state = neuron.step(x[:, t], state)
+        spikes.append(s)
+        volts.append(state["v"])
+    return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
+
+
 
 class ThresholdSpike(nn.Module):
     """Memoryless spike: s = Θ(y − θ) with a per-channel threshold θ (learnable by default).
@@ -124,12 +134,7 @@ class _ResetNeuron(nn.Module):
 
     def forward_serial(self, x: torch.Tensor, return_v: bool = False):
         """Loop over ``step``: x (B, L, C) -> spikes (B, L, C) [, V after reset (B, L, C)]."""
-        state, spikes, volts = None, [], []
-        for t in range(x.shape[1]):
-            s, state = self.step(x[:, t], state)
-            spikes.append(s)
-            volts.append(state["v"])
-        return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
+        return _step_loop(self, x, return_v)
 
     def membrane_noreset(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -313,12 +318,7 @@ class SoftResetIF(nn.Module):
 
     def forward_serial(self, x: torch.Tensor, return_v: bool = False):
         """Loop over ``step``: x (B, L, C) -> s (B, L, C) [, V (B, L, C)]."""
-        state, spikes, volts = None, [], []
-        for t in range(x.shape[1]):
-            s, state = self.step(x[:, t], state)
-            spikes.append(s)
-            volts.append(state["v"])
-        return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
+        return _step_loop(self, x, return_v)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, learn_theta={isinstance(self.theta, nn.Parameter)}, "
