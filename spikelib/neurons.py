@@ -42,6 +42,7 @@ def _check_tau(tau) -> float:
 def _stack(steps: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(steps, dim=1)                         # L × (B, C) -> (B, L, C)
 
+
 def _step_loop(neuron, x: torch.Tensor, return_v: bool):
     """The serial form shared by the neurons: a loop over ``neuron.step``, keeping V_t."""
     state, spikes, volts = None, [], []
@@ -50,7 +51,6 @@ def _step_loop(neuron, x: torch.Tensor, return_v: bool):
         spikes.append(s)
         volts.append(state["v"])
     return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
-
 
 
 class ThresholdSpike(nn.Module):
