@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal_reported_not_asserted": "Dynamic Decay Spiking Neuron: trained at 2k, stable to "
                                       "30k (arXiv 2602.01133 abstract)",
         "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-        "seed": a.seed, "provenance": prov, "command": prov["command"]})
+        "seed": a.seed, "provenance": prov})
     print(f"wrote {path}")
     return 0
 

@@ -178,7 +178,6 @@ stage_bench() {
   if [ -f "$pvs" ]; then
     local a=(--device "$DEVICE")
     accepts "$pvs" --commit && a+=(--commit "$COMMIT")
-    accepts "$pvs" --results && a+=(--results "$RES")
     accepts "$pvs" --out && a+=(--out "$RES")
     if tiny; then
       accepts "$pvs" --lengths && a+=(--lengths 32)
@@ -188,7 +187,7 @@ stage_bench() {
   else
     say "SKIP parallel_vs_serial: $pvs is not in this tree"
   fi
-  local ts=(--device "$DEVICE" --commit "$COMMIT" --results "$RES")
+  local ts=("${common[@]}" --out "$RES")
   tiny && ts+=(--lengths 32 --batch 2 --repeats 1 --models s4d frssm lif)
   run_step train_step 120 "$PY" benchmarks/train_step.py "${ts[@]}"
   local si=("${common[@]}" --out "$RES")

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                               "psn_over_ddsn_16k_backward": 28.0,
                               "sliding_psn_over_ddsn": 2.2,
                               "note": "not comparable 1:1: their PSN/DDSN code and shapes"},
-        "wall_seconds": wall, "seed": a.seed, "provenance": prov, "command": prov["command"]})
+        "wall_seconds": wall, "seed": a.seed, "provenance": prov})
     print(f"wrote {path}")
     return 0
 

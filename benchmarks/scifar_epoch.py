@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "seconds_per_epoch_on_one_h100_at_most":
                                             GOAL_SECONDS_H100},
         "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-        "seed": a.seed, "provenance": prov, "command": prov["command"]})
+        "seed": a.seed, "provenance": prov})
     print(f"wrote {path}")
     return 0
 

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                       "equal after 1 and after L steps (O(1) in L)",
         "readout_state_bytes": readout_bytes, "seed": a.seed, "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
-        "provenance": prov, "command": prov["command"]})
+        "provenance": prov})
     print(f"wrote {path}")
     return 0
 

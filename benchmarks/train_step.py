@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from spikelib.models import MODELS, build, serial_agreement
-from spikelib.results import device_name, device_slug, find_root, provenance, sync, write_result
-
+from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state,
+                               write_result)
 
 
 def step_time(model, x, y, device, repeats: int, warmup: int = 1) -> float:
@@ -48,15 +48,15 @@ def step_time(model, x, y, device, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def flips(device, length=256, batch=4) -> dict:
+def flips(device, seed: int, length=256, batch=4) -> dict:
     """float32: fraction of spikes that differ between forward and forward_serial (reported)."""
     out = {}
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, length, 3, generator=g).to(device)
     for name in MODELS:
         if name in ("s4d", "lif"):
             continue
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = build(name, d_input=3, n_classes=10, d_model=32, n_layers=2, d_state=16)
         out[name] = serial_agreement(model.to(device), x)
     return out
@@ -70,11 +70,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    p.add_argument("--results", default=None, help="folder (default <repo>/results)")
-    p.add_argument("--commit", default=None)
+    p.add_argument("--seed", type=int, default=0, help="model initialisation (data: seed + L)")
+    p.add_argument("--out", default=None, help="result folder (default <repo>/results)")
+    p.add_argument("--commit", default=None, help="commit to record when there is no .git")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 avoids OpenMP spinning on a busy machine)")
     a = p.parse_args(argv)
+    command = ["python", *sys.argv] if argv is None else \
+        ["python", "benchmarks/train_step.py", *argv]
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
 
     rows = []
     for L in lengths:
-        g = torch.Generator().manual_seed(L)
+        g = torch.Generator().manual_seed(a.seed + L)
         x = torch.randn(a.batch, L, 3, generator=g).to(device)        # SYNTHETIC (B, L, 3)
         y = torch.randint(0, 10, (a.batch,), generator=g).to(device)
         base = None
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
             if name == "lif" and L > lif_max:
                 rows.append({"model": name, "length": L, "seconds": None, "skipped": True})
                 continue
-            torch.manual_seed(0)
+            torch.manual_seed(a.seed)
             model = build(name, d_input=3, n_classes=10).to(device).train()
             if gpu:
                 torch.cuda.reset_peak_memory_stats(device)
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
                 goals[f"{m}_vs_s4d_L{L}"] = sec(m, L) / s4d
         if sec("lif", L) and sec("frssm", L):
             goals[f"lif_over_frssm_L{L}"] = sec("lif", L) / sec("frssm", L)
-    flip = flips(device)
+    flip = flips(device, a.seed)
     for k, v in goals.items():
         print(f"{k}: {v:.2f}")
     for k, v in flip.items():
@@ -126,16 +129,19 @@ def main(argv=None) -> int:
 
     precision = "bf16 autocast (FFT/scans fp32)" if gpu else "fp32"
     slug = device_slug(device)
-    folder = Path(a.results) if a.results else find_root(Path(__file__).parent) / "results"
+    folder = Path(a.out) if a.out else find_root(Path(__file__).parent) / "results"
+    prov = provenance(a.commit, device, argv=command)
+    prov["seed"] = a.seed
     out = write_result(folder / f"bench-train-step-{slug}.json", {
         "benchmark": "train_step", "synthetic": True, "batch": a.batch, "d_input": 3,
-        "seed": 0, "data_seed": "the sequence length L",
+        "device": device_name(device), "device_type": device.type, "tf32": tf32_state(),
+        "seed": a.seed, "data_seed": "seed + the sequence length L",
         "model_config": "ModelConfig defaults (d_model 128, n_layers 4, d_state 64)",
-        "precision": precision, "repeats": repeats, "threads": torch.get_num_threads(), "lengths": lengths, "rows": rows,
+        "precision": precision, "repeats": repeats, "threads": torch.get_num_threads(),
+        "lengths": lengths, "rows": rows,
         "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
                                         "lif_over_frssm_at_1024_at_least": 20, "measured": goals},
-        "float32_serial_vs_parallel": flip,
-        "provenance": provenance(a.commit, device)})
+        "float32_serial_vs_parallel": flip, "provenance": prov})
     print(f"wrote {out}")
     return 0
 

@@ -101,9 +101,27 @@ def _plain(obj):
     return obj
 
 
+REQUIRED_PROVENANCE = ("commit", "device", "command")
+
+
+def check_result(data: dict, where: str = "result") -> dict:
+    """Raise ``ValueError`` unless ``data['provenance']`` names its commit, device and command
+    (what :func:`provenance` writes); returns ``data``. Every results file must say where it
+    came from: :func:`write_result` and :func:`load_results` both call this."""
+    prov = data.get("provenance")
+    missing = [k for k in REQUIRED_PROVENANCE if not (isinstance(prov, dict) and prov.get(k))]
+    if missing:
+        raise ValueError(f"{where}: 'provenance' lacks {', '.join(missing)}; build it with "
+                         "spikelib.results.provenance(commit, device, argv)")
+    return data
+
+
 def write_result(path: str | os.PathLike, data: dict) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically; returns the path."""
+    """Write ``data`` as indented JSON to ``path`` atomically; returns the path.
+
+    ``data`` must carry ``provenance`` (see :func:`check_result`)."""
     path = Path(path)
+    check_result(data, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -137,6 +155,7 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
 def load_results(pattern: str = "*.json", profile: str | None = None,
                  root: str | os.PathLike | None = None) -> list[dict]:
     """Every ``<root>/results/<pattern>`` as a dict (sorted by file name), each with ``_path``.
+    A file that is not JSON or lacks provenance (:func:`check_result`) raises ``ValueError``.
 
     ``profile``: keep only results whose ``profile`` field equals it ('smoke' | 'full').
     ``root`` defaults to :func:`find_root`.
@@ -149,6 +168,7 @@ def load_results(pattern: str = "*.json", profile: str | None = None,
                 d = json.load(f)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{p}: not valid JSON ({err})") from err
+        check_result(d, p)
         if profile is None or d.get("profile") == profile:
             d["_path"] = p
             out.append(d)

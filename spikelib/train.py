@@ -394,7 +394,7 @@ def train(cfg: RunConfig) -> dict:
         "ops": ops, "params": sum(p.numel() for p in model.parameters()),
         "epoch_wall_s": [h["wall_s"] for h in history],
         "peak_memory": _peak_memory(device),
-        "provenance": prov, "command": prov["command"],
+        "provenance": prov,
     }
     if splits.synthetic:   # never report an accuracy (or a loss) on synthetic data
         for k in ("test_loss", "test_acc"):

@@ -140,7 +140,7 @@ def test_result_json_fields_on_the_cifar_fixture(tmp_path, cifar_root):
     saved = json.loads((tmp_path / "results" / "cifar.json").read_text())
     for key in ("config", "model_config", "profile", "history", "test_acc", "test_loss",
                 "firing_rate", "sops", "energy", "params", "epoch_wall_s", "peak_memory",
-                "provenance", "seed", "command", "n_train"):
+                "provenance", "seed", "n_train"):
         assert key in saved, key
     h = saved["history"][0]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "wall_s"} <= set(h)
@@ -177,16 +177,23 @@ def test_provenance_and_result_files(tmp_path, monkeypatch):
     host = socket.gethostname()
     if len(host) > 4:
         assert host not in json.dumps(prov)
-    p = results.write_result(tmp_path / "results" / "a.json",
-                             {"profile": "smoke", "x": float("nan"), "t": torch.tensor([1, 2])})
-    assert json.loads(p.read_text()) == {"profile": "smoke", "x": None, "t": [1, 2]}
-    results.write_result(tmp_path / "results" / "b.json", {"profile": "full"})
+    p = results.write_result(tmp_path / "results" / "a.json", {
+        "profile": "smoke", "x": float("nan"), "t": torch.tensor([1, 2]), "provenance": prov})
+    assert json.loads(p.read_text()) == {"profile": "smoke", "x": None, "t": [1, 2],
+                                         "provenance": prov}
+    results.write_result(tmp_path / "results" / "b.json", {"profile": "full", "provenance": prov})
+    for bad in ({"profile": "full"}, {"provenance": {**prov, "command": ""}}):
+        with pytest.raises(ValueError, match="provenance"):   # a result must say where it came from
+            results.write_result(tmp_path / "results" / "c.json", bad)
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a.json", "b.json"]
     (tmp_path / "book" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "book" / "sub")
     assert results.find_root() == tmp_path
     assert [r["profile"] for r in results.load_results()] == ["smoke", "full"]
     assert [r["profile"] for r in results.load_results(profile="full")] == ["full"]
+    (tmp_path / "results" / "c.json").write_text('{"profile": "full", "provenance": {}}')
+    with pytest.raises(ValueError, match="c.json.*commit, device, command"):
+        results.load_results()
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
