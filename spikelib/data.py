@@ -322,6 +322,32 @@ def read_cifar_batches(folder: str | os.PathLike):
     return out
 
 
+def write_cifar_fixture(root: str | os.PathLike, per_batch: int = 20, seed: int = 0) -> Path:
+    """Write a small folder in the layout of ``cifar-10-batches-py`` under ``root`` and return
+    ``root`` — random pixels and labels, **not CIFAR-10**: for testing the pipeline with
+    ``load('cifar10', root, verify=False)`` where the real files cannot be had.
+
+    Five ``data_batch_i`` and a ``test_batch`` of ``per_batch`` images each, pickled (protocol 2,
+    latin1-readable) as dicts with 'data' (n, 3072) uint8 in channel-major order and 'labels';
+    plus ``batches.meta``. The same ``seed`` writes the same bytes."""
+    per_batch = check_int(per_batch, "per_batch", 1)
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        entry = {"batch_label": f"fixture batch {i}",
+                 "labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "filenames": [f"img_{i}_{j}.png" for j in range(per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{k}" for k in range(10)], "num_cases_per_batch":
+                     per_batch, "num_vis": 3072}, f, protocol=2)
+    return Path(root)
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
         (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")

@@ -13,24 +13,23 @@ Huang et al. 2026 (arXiv 2602.01133). What we know and from where (see ddsn.md):
 Since α_t ∈ (0, 1), h_t = Σ_{i≤t} (Π_{j=i+1..t} α_j)(1 − α_i) x_i is a convex combination of
 the inputs so far: |h_t| ≤ max_{i≤t} |x_i| at any length, with no reset.
 
-The scan (ours, after the chunked form in ddsn.md §3): split time into chunks of Q steps; inside
-a chunk, with ℓ_t = Σ_{j≤t} log a_j (from the chunk start),
+The scan (ours; a blocked scan after ddsn.md §3): split time into chunks of Q steps. Inside every
+chunk run the recurrence itself from a zero state — Q steps, each one vectorised over all
+B·(L/Q)·C chunk-channels at once — which gives the local part; with ℓ_t = Σ_{j≤t} log a_j
+counted from the chunk start, the state h_in entering the chunk then adds
 
-    h_t = Σ_{i≤t} exp(ℓ_t − ℓ_i) b_i + exp(ℓ_t) h_in,
+    h_t = local_t + exp(ℓ_t) h_in,        local_t = Σ_{i≤t} exp(ℓ_t − ℓ_i) b_i,
 
-where ℓ_t − ℓ_i is summed directly over j = i+1 … t and set to −inf for i > t BEFORE exp (those
-exponents are positive and would overflow). The direct segment sum (a cumsum over the Q×Q tile,
-like Mamba-2's ``segsum``) costs one more pass than subtracting two cumsums, but its error is
-relative to the segment: the difference of two cumsums carries an absolute error |ℓ|·eps, which
-after strong decays (|ℓ| up to Q·20 in the neuron) cost 50–300 eps in fp32 in our check against
-~1 eps here, and is NaN for a = 0 (−inf − −inf). The state entering each chunk is itself a
-linear recurrence over chunks, h_in' = exp(ℓ_Q) h_in + h^{local}_Q, solved by the same routine
-(a second-level scan; a Python loop when Q = 1). Never divide by a running product Π a: it
-underflows within a few hundred steps. Work O(B·L·Q·C); the Q×Q weights live one slice of
-chunks at a time, so memory is O(B·L·C) plus one bounded slice. Q = 16 by default (less work and
-error than 64; the second level removes the serial loop over chunks). The backward pass is the
-same scan run backwards in time: δ_t = e_t + a_{t+1} δ_{t+1}, ∂/∂b_t = δ_t,
-∂/∂log a_t = δ_t a_t h_{t−1}, ∂/∂h_0 = a_1 δ_1 (e = the incoming gradient of h).
+where ℓ_t ≤ 0, so exp never overflows, and log a = −inf (a = 0) is exact. The entering states
+are a linear recurrence over chunks, h_in' = exp(ℓ_Q) h_in + local_Q, solved by the same routine
+(recursively, until one chunk remains). Work O(B·L·C), memory O(B·L·C), Q + O(1) dispatched
+operations per level and ⌈log_Q L⌉ levels. ddsn.md §3 recommends the matrix form instead
+(local = W·b with the Q×Q weights W_ti = exp(ℓ_t − ℓ_i)): it does the same arithmetic Q times
+over, and on a CPU it measured 16× slower at Q = 16 (B 64, L 784, C 32) with the same fp32 error
+as the loop; on a GPU the two are unmeasured. Never divide by a running product Π a: it
+underflows within a few hundred steps. The backward pass is the same scan run backwards in
+time: δ_t = e_t + a_{t+1} δ_{t+1}, ∂/∂b_t = δ_t, ∂/∂log a_t = δ_t a_t h_{t−1},
+∂/∂h_0 = a_1 δ_1 (e = the incoming gradient of h).
 """
 from __future__ import annotations
 
@@ -45,7 +44,6 @@ from spikelib.surrogate import ATan, straight_through
 
 __all__ = ["linear_scan", "linear_scan_loop", "DynamicDecayNeuron"]
 
-_SLICE_ELEMENTS = 2 ** 25      # Q×Q weights materialised at once (per slice of chunks)
 LOG_ALPHA_MIN = -20.0          # the neuron's clamp on log α (α ≥ 2e-9)
 
 
@@ -56,33 +54,24 @@ def _acc_dtype(*tensors) -> torch.dtype:
 def _scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, Q: int) -> torch.Tensor:
     """h_t = exp(log_a_t) h_{t−1} + b_t without autograd. (B, L, C) -> (B, L, C)."""
     B, L, C = b.shape
-    if Q == 1 or L == 1:                                  # one step per chunk: a plain loop
+    if Q == 1 or L <= Q:                                  # a single chunk: the plain loop
         return _loop(log_a, b, h0)
-    Q = min(Q, L)
     n = -(-L // Q)                                        # chunks
     pad = n * Q - L                                       # padded steps: a = 1, b = 0
-    la = F.pad(log_a, (0, 0, 0, pad)).reshape(B, n, Q, C).permute(0, 1, 3, 2)   # (B, n, C, Q)
-    bb = F.pad(b, (0, 0, 0, pad)).reshape(B, n, Q, C).permute(0, 1, 3, 2)       # (B, n, C, Q)
-    ell = la.cumsum(-1)                                   # (B, n, C, Q) ℓ_t from chunk start
-    idx = torch.arange(Q, device=b.device)
-    above = idx[None, :] > idx[:, None]                   # (Q_t, Q_i) i > t
-    not_below = idx[None, :] >= idx[:, None]              # (Q_t, Q_i) i ≥ t
-    local = torch.empty_like(bb)                          # (B, n, C, Q) h with h_in = 0
-    g = max(1, _SLICE_ELEMENTS // max(1, B * C * Q * Q))  # chunks per slice
-    for j in range(0, n, g):
-        la_j, b_j = la[:, j:j + g], bb[:, j:j + g]                          # (B, g, C, Q)
-        w = la_j.unsqueeze(-1).expand(*la_j.shape, Q)     # (B, g, C, Q_t, Q_i) log a_t
-        w = w.masked_fill(not_below, 0.0).cumsum(-2)      # ℓ_t − ℓ_i = Σ_{m=i+1..t} log a_m
-        w = w.masked_fill_(above, -math.inf).exp_()       # −inf BEFORE exp: 0 for i > t
-        local[:, j:j + g] = w.mul_(b_j.unsqueeze(-2)).sum(-1)               # (B, g, C, Q)
-    if n > 1:   # state entering chunk m: the same recurrence over chunks (second-level scan)
-        ends = _scan(ell[..., -1], local[..., -1], h0, Q)                  # (B, n, C)
-        first = ends.new_zeros(B, 1, C) if h0 is None else h0.unsqueeze(1)
-        h_in = torch.cat([first, ends[:, :-1]], dim=1)                      # (B, n, C)
-    else:
-        h_in = None if h0 is None else h0.unsqueeze(1)                      # (B, 1, C)
-    h = local if h_in is None else local + ell.exp() * h_in.unsqueeze(-1)  # (B, n, C, Q)
-    return h.permute(0, 1, 3, 2).reshape(B, n * Q, C)[:, :L]               # (B, L, C)
+    la = F.pad(log_a, (0, 0, 0, pad)).reshape(B, n, Q, C).transpose(0, 2)      # (Q, n, B, C)
+    bb = F.pad(b, (0, 0, 0, pad)).reshape(B, n, Q, C).transpose(0, 2)          # (Q, n, B, C)
+    a = la.exp()
+    local = torch.empty_like(bb)                          # h with h_in = 0, every chunk at once
+    local[0] = bb[0]
+    for q in range(1, Q):
+        torch.addcmul(bb[q], a[q], local[q - 1], out=local[q])                  # (n, B, C)
+    ell = la.cumsum(0)                                    # (Q, n, B, C) ℓ_t from chunk start
+    # the state after each chunk: the same recurrence over chunks (next level)
+    ends = _scan(ell[-1].transpose(0, 1), local[-1].transpose(0, 1), h0, Q)     # (B, n, C)
+    first = ends.new_zeros(B, 1, C) if h0 is None else h0.unsqueeze(1)
+    h_in = torch.cat([first, ends[:, :-1]], dim=1).transpose(0, 1)              # (n, B, C)
+    h = torch.addcmul(local, ell.exp(), h_in)                                   # (Q, n, B, C)
+    return h.transpose(0, 2).reshape(B, n * Q, C)[:, :L]                        # (B, L, C)
 
 
 def _loop(log_a, b, h0):
@@ -142,7 +131,7 @@ def _check_scan_args(log_a, b, h0):
 
 
 def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
-                chunk: int = 16) -> torch.Tensor:
+                chunk: int = 8) -> torch.Tensor:
     """h_t = a_t h_{t−1} + b_t for t = 1 … L with a = exp(log_a), h_0 = ``h0`` (zeros if None).
 
     log_a, b: (B, L, C); h0: (B, C). Returns h (B, L, C). The chunked, stable form (module
@@ -199,7 +188,7 @@ class DynamicDecayNeuron(nn.Module):
 
     def __init__(self, channels: int, gate_kernel: int = 4, gate_tau: float = 0.25,
                  spike: str = "binary", spike_levels: int = 4, theta: float = 1.0,
-                 surrogate=None, chunk: int = 16):
+                 surrogate=None, chunk: int = 8):
         super().__init__()
         self.channels = check_int(channels, "channels", 1)
         self.k = check_int(gate_kernel, "gate_kernel", 1)

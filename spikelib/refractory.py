@@ -8,8 +8,8 @@ A dense train of threshold crossings c ∈ {0,1}^L is thinned greedily with peri
 kept as a countdown r ∈ {0..R} (r_0 = 0): s_t = c_t [r_{t−1} = 0];  r_t = R if s_t else max(r_{t−1} − 1, 0).
 Each step is a map g_t on countdown states, g_t(r) = r − 1 for r > 0 and g_t(0) = R c_t; maps
 compose associatively, so r_t = (g_t ∘ … ∘ g_1)(0) is a prefix scan (``refractory_scan``):
-⌈log₂ L⌉ rounds of gathers, identical to the loop (Proposition "refractory thinning is sparse
-sampling", ours; the paper's Theorem 4.2 is unknown).
+⌈log₂ L⌉ levels of two gathers each, identical to the loop (Proposition "refractory thinning is
+sparse sampling", ours; the paper's Theorem 4.2 is unknown).
 
 Inputs: c of shape (L,), (B, L) or (B, L, C) — time is axis 0, 1 and 1 (axis −2 for 3-d, the
 library's (batch, time, channels)); bool, integer or floating values in {0, 1} (any nonzero value
@@ -62,13 +62,37 @@ def refractory_loop(c: torch.Tensor, R: int) -> torch.Tensor:
     return _from_rows(mask, c)
 
 
-def refractory_scan(c: torch.Tensor, R: int) -> torch.Tensor:
-    """Exact parallel form: a Hillis–Steele prefix scan over the countdown maps g_t.
+def _prefix_states(G: torch.Tensor) -> torch.Tensor:
+    """G (M, n, K): maps on {0..K−1} as tables; returns r (M, n) with r_t = (G_t ∘ … ∘ G_0)(0).
 
-    Each map is a table G_t (R+1,) with G_t[r] = r − 1 (r > 0), G_t[0] = R c_t. Round d = 1, 2,
-    4, … < L composes P_t ← P_t ∘ P_{t−d} (a gather: P_t[P_{t−d}[r]]) for all t ≥ d at once, so
-    after ⌈log₂ L⌉ rounds P_t = g_t ∘ … ∘ g_1 and r_t = P_t[0]. Then s_t = c_t [r_{t−1} = 0].
-    Tables are (M, L, R+1) int64 with M = batch · channels; depth O(log L), work O(L log L · R).
+    Odd–even (work-efficient) scan: compose neighbours P_i = G_{2i+1} ∘ G_{2i}, recurse on the
+    n/2 pairs to get the states after every odd step, then fill in each even step from the state
+    before it, r_{2i} = G_{2i}(r_{2i−1}). Two gathers per level, ⌈log₂ n⌉ levels."""
+    M, n, K = G.shape
+    if n == 1:
+        return G[:, :, 0]
+    if n % 2:                                                    # pad with the identity map
+        G = torch.cat([G, torch.arange(K, device=G.device).expand(M, 1, K)], dim=1)
+    even, odd = G[:, 0::2], G[:, 1::2]                                             # (M n/2 K)
+    after_odd = _prefix_states(torch.gather(odd, 2, even))                         # (M n/2)
+    r = torch.empty(M, G.shape[1], dtype=G.dtype, device=G.device)                # (M n)
+    r[:, 1::2] = after_odd
+    r[:, 0] = even[:, 0, 0]                                                        # G_0(r_{−1} = 0)
+    r[:, 2::2] = torch.gather(even[:, 1:], 2, after_odd[:, :-1, None]).squeeze(2)
+    return r[:, :n]
+
+
+def refractory_scan(c: torch.Tensor, R: int) -> torch.Tensor:
+    """Exact parallel form: a work-efficient prefix scan over the countdown maps g_t.
+
+    Each map is a table G_t (R+1,) with G_t[r] = r − 1 (r > 0), G_t[0] = R c_t; composing two
+    maps is one gather. The odd–even scan of :func:`_prefix_states` {Blelloch 1990, "Prefix sums
+    and their applications"} gives r_t = (g_t ∘ … ∘ g_1)(0) for every t in 2⌈log₂ L⌉ gathers
+    (depth O(log L), work O(L·R) — a Hillis–Steele scan would do O(L log L · R)); then
+    s_t = c_t [r_{t−1} = 0]. Tables are (M, L, R+1) int64 with M = batch · channels.
+
+    On a CPU the plain loop is faster (the scan touches R+1 int64 entries per step, the loop one
+    bool); the scan exists for accelerators, where the L serial steps are the bottleneck.
     """
     R = _check(c, R)
     if R == 0:
@@ -76,13 +100,10 @@ def refractory_scan(c: torch.Tensor, R: int) -> torch.Tensor:
     rows = _to_rows(c)                                                             # (M L)
     M, L = rows.shape
     with torch.no_grad():
-        P = torch.arange(-1, R, device=c.device).expand(M, L, R + 1).clone()       # (M L R+1)
-        P[..., 0] = rows.long() * R                                                # G_t[0] = R c_t
-        d = 1
-        while d < L:
-            P[:, d:] = torch.gather(P[:, d:], 2, P[:, :-d])                        # P_t ∘ P_{t−d}
-            d *= 2
-        before = torch.cat([P.new_zeros(M, 1), P[:, :-1, 0]], dim=1)               # (M L) r_{t−1}
+        G = torch.arange(-1, R, device=c.device).expand(M, L, R + 1).clone()       # (M L R+1)
+        G[..., 0] = rows.long() * R                                                # G_t[0] = R c_t
+        r = _prefix_states(G)                                                      # (M L) r_t
+        before = torch.cat([r.new_zeros(M, 1), r[:, :-1]], dim=1)                  # (M L) r_{t−1}
         mask = rows & (before == 0)                                                # (M L)
     return _from_rows(mask, c)
 

@@ -61,6 +61,19 @@ def test_strict_path_rejects_the_fixture(cifar_root):
         data.load("cifar10", cifar_root)           # verify=True: torchvision's checksums
 
 
+def test_cifar_fixture_writer_is_deterministic(tmp_path, cifar_root):
+    a = data.write_cifar_fixture(tmp_path / "a", per_batch=3, seed=1)
+    b = data.write_cifar_fixture(tmp_path / "b", per_batch=3, seed=1)
+    c = data.write_cifar_fixture(tmp_path / "c", per_batch=3, seed=2)
+    files = sorted(p.name for p in (cifar_root / "cifar-10-batches-py").iterdir())
+    read = {r: {n: (r / "cifar-10-batches-py" / n).read_bytes() for n in files} for r in (a, b, c)}
+    assert read[a] == read[b] and read[a]["test_batch"] != read[c]["test_batch"]
+    (x, y), (xt, yt) = data.read_cifar_batches(a / "cifar-10-batches-py")
+    assert x.shape == (15, 32, 32, 3) and xt.shape == (3, 32, 32, 3) and len(y) == 15
+    with pytest.raises(ValueError, match="per_batch"):
+        data.write_cifar_fixture(tmp_path / "d", per_batch=0)
+
+
 def test_unchecked_reader_refuses_code(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
