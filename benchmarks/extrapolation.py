@@ -53,10 +53,11 @@ from pathlib import Path
 
 import torch
 
+from _bench import common_args, record, result_path, setup
 from spikelib import data as sdata
 from spikelib import train as T
 from spikelib.models import MODELS, build
-from spikelib.results import (device_name, device_slug, find_root, provenance, tf32_state, write_result)
+from spikelib.results import device_name, device_slug, find_root, tf32_state, write_result
 
 DEFAULT_MODELS = ("ddsn", "frssm", "sif", "s4d")
 BASELINE_MSE = 1.0 / 6.0          # predicting the constant 1
@@ -213,9 +214,6 @@ def plan_epochs(a, work: Path, device, model_config: dict) -> tuple[int, dict]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--profile", choices=tuple(PROFILES), default=None,
-                   help="defaults below; default: gpu on CUDA, else cpu")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
     p.add_argument("--train-length", type=int, default=None)
     p.add_argument("--eval-lengths", type=int, nargs="+", default=None)
@@ -226,34 +224,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="training batch")
     p.add_argument("--eval-batch", type=int, default=None, help="sequences per eval length")
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--d-model", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--n-layers", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--d-state", type=int, default=None, help="ModelConfig override")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="time budget of the whole script: every model trains the same "
                         "number of epochs (at most --epochs), chosen from measured steps to "
                         f"fit {TRAIN_FRACTION:.0%}% of it; eval lengths whose projected time "
                         "exceeds a model's share of the rest are skipped and recorded as "
                         "skipped (default: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default on CPU: 1)")
     p.add_argument("--work", default=None,
                    help="checkpoints of the training runs (default runs/extrapolation-<device>)")
-    p.add_argument("--out", default=None, help="result folder (default <repo>/results)")
-    p.add_argument("--commit", default=None, help="commit to record when there is no .git")
-    return p
+    return common_args(p, PROFILES, model_overrides=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    command = ["python", *sys.argv] if argv is None else \
-        ["python", "benchmarks/extrapolation.py", *argv]
-    device = T.pick_device(a.device)
-    if a.threads or device.type == "cpu":
-        torch.set_num_threads(a.threads or 1)   # CPU default 1: tensors per step are tiny, and
-        #                                         a second thread stalls whenever a core is busy
-    profile = a.profile or ("gpu" if device.type == "cuda" else "cpu")
+    command, device, profile = setup(a, "extrapolation", argv)
     d = PROFILES[profile]
     for k in ("train_length", "eval_lengths", "train_sequences", "epochs", "batch",
               "eval_batch", "max_seconds"):
@@ -319,10 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:6s} " + " ".join(cell(r, "max_abs_membrane", ".3g") for r in m["rows"]) +
               f"   NaN {sum(r.get('nan_count', 0) for r in m['rows'])}")
 
-    prov = provenance(a.commit, device, argv=command)
-    prov["seed"] = a.seed
-    path = write_result((Path(a.out) if a.out else root / "results") /
-                        f"extrapolation-{slug}{suffix}.json", {
+    path = write_result(result_path(a, "extrapolation", device, profile), {
         "benchmark": "extrapolation", "profile": profile, "synthetic": False,
         "task": "adding problem (spikelib.data.adding), readout 'last', MSE",
         "baseline_mse": BASELINE_MSE, "device": device_name(device),
@@ -349,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal_reported_not_asserted": "Dynamic Decay Spiking Neuron: trained at 2k, stable to "
                                       "30k (arXiv 2602.01133 abstract)",
         "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-        "seed": a.seed, "provenance": prov})
+        "seed": a.seed, "provenance": record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

@@ -32,11 +32,11 @@ import importlib
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state, write_result)
+from _bench import common_args, record, result_path, setup
+from spikelib.results import device_name, sync, tf32_state, write_result
 
 BATCH, CHANNELS, R, ORDER, D_STATE = 16, 128, 4, 32, 64
 SERIAL_WARMUP_STEPS = 64
@@ -44,15 +44,6 @@ SERIAL_WARMUP_STEPS = 64
 
 
 
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available")
-    return dev
 
 
 def fwd_bwd(fn, x: torch.Tensor, g: torch.Tensor, module=None) -> bool:
@@ -140,7 +131,6 @@ def make_input(kind: str, L: int, device, seed: int) -> torch.Tensor:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--lengths", type=int, nargs="+", default=None,
                    help="sequence lengths L (default: GPU 1024 4096 16384; CPU 256 1024)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs (default GPU 5, CPU 3)")
@@ -149,22 +139,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--serial-repeats", type=int, default=None,
                    help="timed runs of every serial loop above L = 1024 (default: 2 up to "
                         "L = 4096, 1 above)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--out", default=None,
-                   help="a .json path, or a folder for bench-parallel-vs-serial-<device>.json "
-                        "(default <repo>/results)")
-    p.add_argument("--commit", default=None, help="commit to record when there is no .git")
-    return p
+    return common_args(p)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    command = ["python", *sys.argv] if argv is None else \
-        ["python", "benchmarks/parallel_vs_serial.py", *argv]
-    device = pick_device(a.device)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    command, device, _ = setup(a, "parallel_vs_serial", argv)
     gpu = device.type == "cuda"
     lengths = sorted(a.lengths or ([1024, 4096, 16384] if gpu else [256, 1024]))
     repeats = a.repeats or (5 if gpu else 3)
@@ -243,15 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wall = time.perf_counter() - start
     print(f"\ntotal {wall:.1f} s", flush=True)
-    prov = provenance(a.commit, device, argv=command)
-    prov["seed"] = a.seed
-    slug = device_slug(device)
-    if a.out and a.out.endswith(".json"):
-        path = Path(a.out)
-    else:
-        folder = Path(a.out) if a.out else find_root(Path(__file__).parent) / "results"
-        path = folder / f"bench-parallel-vs-serial-{slug}.json"
-    path = write_result(path, {
+    path = write_result(result_path(a, "bench-parallel-vs-serial", device), {
         "benchmark": "parallel_vs_serial", "synthetic": True,
         "device": device_name(device), "device_type": device.type, "device_label": label,
         "precision": "fp32 (no autocast)", "tf32": tf32,
@@ -266,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                               "psn_over_ddsn_16k_backward": 28.0,
                               "sliding_psn_over_ddsn": 2.2,
                               "note": "not comparable 1:1: their PSN/DDSN code and shapes"},
-        "wall_seconds": wall, "seed": a.seed, "provenance": prov})
+        "wall_seconds": wall, "seed": a.seed,
+        "provenance": record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

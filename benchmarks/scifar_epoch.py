@@ -37,14 +37,14 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from _bench import common_args, record, result_path, setup
 from spikelib import data as sdata
 from spikelib.models import MODELS, build
-from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state, write_result)
-from spikelib.train import epoch_order, make_optimizer, pick_device, train_epoch
+from spikelib.results import device_name, sync, tf32_state, write_result
+from spikelib.train import epoch_order, make_optimizer, train_epoch
 
 DEFAULT_MODELS = ("s4d", "frssm", "pssm")
 # per profile: (timed steps: None = the whole epoch, warm-up steps, per-model time limit in s)
@@ -102,9 +102,6 @@ def time_epoch(model, train_set, batch: int, device: torch.device, steps: int | 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--profile", choices=tuple(PROFILES), default=None,
-                   help="default: gpu on CUDA, else cpu")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
     p.add_argument("--dataset", choices=("cifar10", "cifar10-grey"), default="cifar10")
     p.add_argument("--steps", type=int, default=None,
@@ -117,26 +114,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--n-train", type=int, default=None,
                    help="synthetic set size before the split (default 50,000: full size)")
-    p.add_argument("--d-model", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--n-layers", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--d-state", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default on CPU: 1)")
-    p.add_argument("--out", default=None, help="result folder (default <repo>/results)")
-    p.add_argument("--commit", default=None, help="commit to record when there is no .git")
-    return p
+    return common_args(p, PROFILES, model_overrides=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    command = ["python", *sys.argv] if argv is None else \
-        ["python", "benchmarks/scifar_epoch.py", *argv]
-    device = pick_device(a.device)
-    if a.threads or device.type == "cpu":
-        torch.set_num_threads(a.threads or 1)   # CPU default 1: on a shared machine a second
-        #                                         OpenMP thread stalls whenever a core is busy
-    profile = a.profile or ("gpu" if device.type == "cuda" else "cpu")
+    command, device, profile = setup(a, "scifar_epoch", argv)
     steps0, warm0, max0 = PROFILES[profile]
     steps = a.steps if a.steps is not None else steps0
     warmup = a.warmup if a.warmup is not None else warm0
@@ -186,13 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"goals (reported, not asserted): frssm/pssm <= 1.3x s4d; <= {GOAL_SECONDS_H100:.0f} "
           f"s per epoch on one H100")
 
-    prov = provenance(a.commit, device, argv=command)
-    prov["seed"] = a.seed
     cfg = build(DEFAULT_MODELS[0], d_input=info.d_input, n_classes=info.n_classes,
                 **overrides).cfg
-    folder = Path(a.out) if a.out else find_root(Path(__file__).parent) / "results"
-    suffix = "" if profile in ("gpu", "cpu") else f"-{profile}"
-    path = write_result(folder / f"scifar-epoch-{device_slug(device)}{suffix}.json", {
+    path = write_result(result_path(a, "scifar-epoch", device, profile), {
         "benchmark": "scifar_epoch", "profile": profile, "synthetic": True,
         "data_note": DATA_NOTE, "dataset": a.dataset,
         "device": device_name(device), "device_type": device.type, "precision": precision,
@@ -204,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "seconds_per_epoch_on_one_h100_at_most":
                                             GOAL_SECONDS_H100},
         "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-        "seed": a.seed, "provenance": prov})
+        "seed": a.seed, "provenance": record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

@@ -28,13 +28,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from _bench import common_args, record, result_path, setup
 from spikelib.models import MODELS, build
-from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state, write_result)
-from spikelib.train import pick_device
+from spikelib.results import device_name, sync, tf32_state, write_result
 
 DEFAULT_MODELS = ("s4d", "frssm", "pssm", "ddsn", "sif")
 # per profile: (length L, repeats)
@@ -91,33 +90,16 @@ def serial_time(model, x: torch.Tensor, device: torch.device, repeats: int) -> l
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--profile", choices=tuple(PROFILES), default=None,
-                   help="defaults for L and repeats; default: gpu on CUDA, else cpu")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
     p.add_argument("--length", type=int, default=None, help="time steps per timed run")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--d-model", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--n-layers", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--d-state", type=int, default=None, help="ModelConfig override")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default on CPU: 1)")
-    p.add_argument("--out", default=None, help="result folder (default <repo>/results)")
-    p.add_argument("--commit", default=None, help="commit to record when there is no .git")
-    return p
+    return common_args(p, PROFILES, model_overrides=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    command = ["python", *sys.argv] if argv is None else \
-        ["python", "benchmarks/serial_inference.py", *argv]
-    device = pick_device(a.device)
-    if a.threads or device.type == "cpu":
-        torch.set_num_threads(a.threads or 1)   # CPU default 1: per-step tensors are tiny, and
-        #                                         a second thread stalls whenever a core is busy
-    profile = a.profile or ("gpu" if device.type == "cuda" else "cpu")
+    command, device, profile = setup(a, "serial_inference", argv)
     length = a.length or PROFILES[profile][0]
     repeats = a.repeats or PROFILES[profile][1]
     overrides = {k: v for k, v in (("d_model", a.d_model), ("n_layers", a.n_layers),
@@ -156,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['sequence_steps_per_s']:14.1f} {s['ssm_bytes']:12d} {s['spike_bytes']:14d}")
     print(f"readout running sum: {readout_bytes} B per sequence (mean readout)")
 
-    prov = provenance(a.commit, device, argv=command)
-    prov["seed"] = a.seed
-    folder = Path(a.out) if a.out else find_root(Path(__file__).parent) / "results"
-    suffix = "" if profile in ("gpu", "cpu") else f"-{profile}"
-    path = write_result(folder / f"serial-inference-{device_slug(device)}{suffix}.json", {
+    path = write_result(result_path(a, "serial-inference", device, profile), {
         "benchmark": "serial_inference", "profile": profile, "synthetic": True,
         "device": device_name(device), "device_type": device.type,
         "precision": "fp32 (no autocast)", "tf32": tf32, "mode": "eval, inference_mode",
@@ -171,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                       "equal after 1 and after L steps (O(1) in L)",
         "readout_state_bytes": readout_bytes, "seed": a.seed, "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
-        "provenance": prov})
+        "provenance": record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

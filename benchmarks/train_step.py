@@ -21,14 +21,13 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _bench import common_args, record, result_path, setup
 from spikelib.models import MODELS, build, serial_agreement
-from spikelib.results import (device_name, device_slug, find_root, provenance, sync, tf32_state,
-                               write_result)
+from spikelib.results import device_name, sync, tf32_state, write_result
 
 
 def step_time(model, x, y, device, repeats: int, warmup: int = 1) -> float:
@@ -64,24 +63,13 @@ def flips(device, seed: int, length=256, batch=4) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="auto")
     p.add_argument("--lengths", type=int, nargs="+", default=None)
     p.add_argument("--lif-max-length", type=int, default=None)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    p.add_argument("--seed", type=int, default=0, help="model initialisation (data: seed + L)")
-    p.add_argument("--out", default=None, help="result folder (default <repo>/results)")
-    p.add_argument("--commit", default=None, help="commit to record when there is no .git")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 avoids OpenMP spinning on a busy machine)")
-    a = p.parse_args(argv)
-    command = ["python", *sys.argv] if argv is None else \
-        ["python", "benchmarks/train_step.py", *argv]
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if a.device == "auto" else a.device)
+    a = common_args(p).parse_args(argv)      # --seed: model init; data: seed + L
+    command, device, _ = setup(a, "train_step", argv)
     gpu = device.type == "cuda"
     lengths = a.lengths or ([1024, 8192] if gpu else [256, 1024])
     lif_max = a.lif_max_length or (max(lengths) if gpu else min(lengths))
@@ -128,11 +116,7 @@ def main(argv=None) -> int:
               f"flipped spikes {v['flip_fraction']}")
 
     precision = "bf16 autocast (FFT/scans fp32)" if gpu else "fp32"
-    slug = device_slug(device)
-    folder = Path(a.out) if a.out else find_root(Path(__file__).parent) / "results"
-    prov = provenance(a.commit, device, argv=command)
-    prov["seed"] = a.seed
-    out = write_result(folder / f"bench-train-step-{slug}.json", {
+    out = write_result(result_path(a, "bench-train-step", device), {
         "benchmark": "train_step", "synthetic": True, "batch": a.batch, "d_input": 3,
         "device": device_name(device), "device_type": device.type, "tf32": tf32_state(),
         "seed": a.seed, "data_seed": "seed + the sequence length L",
@@ -141,7 +125,8 @@ def main(argv=None) -> int:
         "lengths": lengths, "rows": rows,
         "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
                                         "lif_over_frssm_at_1024_at_least": 20, "measured": goals},
-        "float32_serial_vs_parallel": flip, "provenance": prov})
+        "float32_serial_vs_parallel": flip,
+        "provenance": record(a, device, command)})
     print(f"wrote {out}")
     return 0
 

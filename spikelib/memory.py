@@ -157,9 +157,19 @@ class S4D(nn.Module):
         return y, x
 
     def _prepare(self, u):
+        """(real dtype, dA, dB, 2C, D) for the recurrence. With autograd off (inference) they
+        are cached and recomputed only when a parameter or buffer is replaced or changed in
+        place (its storage or version counter moves) or the dtype/device differs, so streaming
+        ``step`` does not redo the discretisation at every time step."""
         real = _compute_dtype(u.dtype, self.D.dtype)
+        tensors = [*self.parameters(), *self.buffers()]
+        key = (real, u.device, tuple((t.data_ptr(), t._version) for t in tensors))
+        if not torch.is_grad_enabled() and getattr(self, "_cache", (None,))[0] == key:
+            return self._cache[1]
         dA, dB, C = self.kernel.discrete(real)                                    # (H N) each
-        return real, dA, dB, 2 * C, self.D.to(real)
+        out = real, dA, dB, 2 * C, self.D.to(real)
+        self._cache = (key, out) if not torch.is_grad_enabled() else (None,)
+        return out
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor | None = None):
         """One step: u_t (B, H), state x (B, H, N/2) complex (None: zeros) -> (y_t (B, H), x)."""

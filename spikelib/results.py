@@ -25,9 +25,9 @@ import torch
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, cwd: str | os.PathLike = _PACKAGE_DIR) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=_PACKAGE_DIR, capture_output=True, text=True,
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
                              timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -54,20 +54,28 @@ def device_name(device: str | torch.device | None = None) -> str:
     return cpu_name()
 
 
+def git_changes(cwd: str | os.PathLike = _PACKAGE_DIR) -> str | None:
+    """``git status --porcelain`` of the tracked files outside the top-level ``results/`` of the
+    checkout holding ``cwd`` ('' when clean, None without git)."""
+    return _git("status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results",
+                cwd=cwd)
+
+
 def provenance(commit: str | None = None, device: str | torch.device | None = None,
                argv: list[str] | None = None) -> dict:
     """Where a result came from.
 
     ``commit``: ``git rev-parse HEAD`` of the spikelib checkout, else the given value (the CLI's
     ``--commit``, for a copy without ``.git``), else ``"unknown"``; an explicit value wins.
-    ``dirty``: uncommitted changes to tracked files (None when git is unavailable).
+    ``dirty``: uncommitted changes to tracked files outside ``results/`` (None when git is
+    unavailable) — the results a run writes do not make the next run dirty.
     ``command``: ``argv`` (default: the process's command line, interpreter path shortened to
     ``python``). No host or user name is recorded.
     """
     if argv is None:        # the interpreter as typed: ``python -m spikelib.train ...``
         argv = ["python", *getattr(sys, "orig_argv", sys.argv)[1:]]
     head = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if head else None
+    status = git_changes() if head else None
     return {
         "commit": commit or head or "unknown",
         "dirty": None if status is None else bool(status),

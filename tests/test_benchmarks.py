@@ -29,6 +29,8 @@ def _keep_threads():
 
 
 def _script(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:     # the scripts import their _bench helpers
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" /
                                                   f"{name}.py")
     module = importlib.util.module_from_spec(spec)

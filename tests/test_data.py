@@ -1,5 +1,4 @@
 """spikelib.data: the CIFAR pipeline on a generated fixture, Fashion-MNIST, adding, errors."""
-import io
 import os
 import pickle
 

@@ -2,6 +2,7 @@
 float32 and bf16 autocast, gradients, optimiser tags, validation."""
 import cmath
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -179,3 +180,28 @@ def test_validation():
     with pytest.raises(ValueError, match="NaN"):
         m(nan, validate=True)
     m(u, validate=True)
+
+
+def test_step_caches_the_discretisation_only_while_parameters_are_unchanged():
+    torch.manual_seed(0)
+    layer = S4D(4, 6).double()
+    u = torch.randn(2, 5, 4, dtype=torch.float64)
+    with torch.no_grad(), mock.patch.object(layer.kernel, "discrete",
+                                            wraps=layer.kernel.discrete) as spy:
+        state, ys = None, []
+        for t in range(5):
+            y, state = layer.step(u[:, t], state)
+            ys.append(y)
+        assert spy.call_count == 1                         # computed once for 5 steps
+        assert torch.allclose(torch.stack(ys, 1), layer(u), rtol=0, atol=1e-12)
+        layer.kernel.log_dt.add_(0.3)                      # an optimiser step, in place
+        layer.step(u[:, 0])
+        assert spy.call_count == 2                         # the change was seen
+        y_new = layer.forward_serial(u)
+    fresh = S4D(4, 6).double()
+    fresh.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(y_new, fresh(u), rtol=0, atol=1e-12)
+    y, _ = layer.step(u[:, 0])                             # autograd on: no cache, a graph
+    y.sum().backward()
+    assert layer.kernel.log_dt.grad is not None

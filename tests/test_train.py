@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import socket
+import subprocess
 
 import pytest
 import torch
@@ -217,3 +218,20 @@ def test_param_groups_exclude_theta_norms_biases_ssm():
             assert g["lr"] == p._optim["lr"], name
     assert ids[id(model.layers[0].mix.weight)]["weight_decay"] == 0.01
     assert dataclasses.asdict(model.cfg)["name"] == "frssm"
+
+
+def test_dirty_flag_ignores_the_results_folder(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    assert results.git_changes(tmp_path) == ""
+    (tmp_path / "results" / "r.json").write_text('{"new": 1}\n')      # a run wrote a result
+    assert results.git_changes(tmp_path) == ""
+    (tmp_path / "code.py").write_text("a = 2\n")                       # the code changed
+    assert "code.py" in results.git_changes(tmp_path)
