@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import sys
 import time
@@ -75,7 +76,7 @@ class RunConfig:
     device: str = "auto"             # 'auto' | 'cpu' | 'cuda' | 'cuda:1' ...
     out: str = "runs"                # checkpoints and logs: <out>/<run_name>/
     results: str = "results"         # <results>/<run_name>.json
-    run_name: str | None = None      # default <dataset>-<model>-<profile>-s<seed>
+    run_name: str | None = None      # default: default_run_name(), <dataset>-<model>-<profile>-s<seed>…
     resume: bool = False
     stop_after_epoch: int | None = None
     commit: str | None = None        # recorded when there is no .git
@@ -138,6 +139,18 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, ModelConfig]:
     base["seq_len"] = info.length          # used only by the masked PSN (weights T×T)
     mcfg = ModelConfig.from_dict({**asdict(ModelConfig()), **base, **c.model_config, **fixed})
     return c, mcfg.validate()
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    """``<dataset>-<model>-<profile>-s<seed>``, then ``-<key>=<value>`` for each model-config
+    override (sorted), then ``-synthetic`` for synthetic data: an ablation such as
+    ``--set refractory=4`` gets its own checkpoints and results file instead of overwriting the
+    default run's."""
+    sets = "".join(f"-{k}={re.sub(r'[^A-Za-z0-9._-]+', '_', str(v))}"
+                   for k, v in sorted(cfg.model_config.items()))
+    profile = cfg.profile or os.environ.get("SPIKELIB_PROFILE") or "smoke"
+    return f"{cfg.dataset}-{cfg.model}-{profile}-s{cfg.seed}{sets}" + \
+        ("-synthetic" if cfg.synthetic else "")
 
 
 def _default(value, default):
@@ -311,8 +324,7 @@ def train(cfg: RunConfig) -> dict:
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = cfg.run_name or f"{cfg.dataset}-{cfg.model}-{cfg.profile}-s{cfg.seed}" + \
-        ("-synthetic" if cfg.synthetic else "")
+    run = cfg.run_name or default_run_name(cfg)
     run_dir = Path(cfg.out) / run
     ident = identity(cfg, mcfg)
 

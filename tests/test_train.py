@@ -167,6 +167,12 @@ def test_cli_main(tmp_path, capsys):
             "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
     assert T.main(args) == 0
     assert "test loss" in capsys.readouterr().out
+    name = "adding-s4d-smoke-s0-d_model=8-d_state=4-n_layers=1"   # overrides name the run
+    assert [p.name for p in (tmp_path / "res").iterdir()] == [f"{name}.json"]
+    assert (tmp_path / "runs" / name).is_dir()
+    assert T.main(args + ["--set", "d_state=6"]) == 0                # an ablation: its own file
+    assert len(list((tmp_path / "res").iterdir())) == 2
+    capsys.readouterr()
     assert T.main(args + ["--set", "d_state=3"]) == 2
     assert "d_state" in capsys.readouterr().err
 
