@@ -86,13 +86,13 @@ def refractory_scan(c: torch.Tensor, R: int) -> torch.Tensor:
     """Exact parallel form: a work-efficient prefix scan over the countdown maps g_t.
 
     Each map is a table G_t (R+1,) with G_t[r] = r − 1 (r > 0), G_t[0] = R c_t; composing two
-    maps is one gather. The odd–even scan of :func:`_prefix_states` {Blelloch 1990, "Prefix sums
-    and their applications"} gives r_t = (g_t ∘ … ∘ g_1)(0) for every t in 2⌈log₂ L⌉ gathers
+    maps is one gather. The odd–even scan of :func:`_prefix_states` (Blelloch 1990, "Prefix sums
+    and their applications") gives r_t = (g_t ∘ … ∘ g_1)(0) for every t in 2⌈log₂ L⌉ gathers
     (depth O(log L), work O(L·R) — a Hillis–Steele scan would do O(L log L · R)); then
     s_t = c_t [r_{t−1} = 0]. Tables are (M, L, R+1) int64 with M = batch · channels.
 
-    On a CPU the plain loop is faster (the scan touches R+1 int64 entries per step, the loop one
-    bool); the scan exists for accelerators, where the L serial steps are the bottleneck.
+    On a CPU the plain loop is as fast or faster (the scan touches R+1 int64 entries per step,
+    the loop one bool); the scan is for accelerators, where the L serial steps are the bottleneck.
     """
     R = _check(c, R)
     if R == 0:

@@ -76,7 +76,7 @@ class RunConfig:
     device: str = "auto"             # 'auto' | 'cpu' | 'cuda' | 'cuda:1' ...
     out: str = "runs"                # checkpoints and logs: <out>/<run_name>/
     results: str = "results"         # <results>/<run_name>.json
-    run_name: str | None = None      # default: default_run_name(), <dataset>-<model>-<profile>-s<seed>…
+    run_name: str | None = None      # default: default_run_name(cfg)
     resume: bool = False
     stop_after_epoch: int | None = None
     commit: str | None = None        # recorded when there is no .git
