@@ -3,12 +3,13 @@ provenance it records and the file it writes (``results/<stem>-<device>[-<profil
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-from spikelib.results import device_slug, find_root, provenance
+from spikelib.results import device_name, device_slug, find_root, provenance, tf32_state
 from spikelib.train import pick_device
 
 
@@ -47,8 +48,12 @@ def setup(a: argparse.Namespace, script: str, argv: list[str] | None):
 
 
 def record(a: argparse.Namespace, device: torch.device, command: list[str]) -> dict:
-    """Provenance of this run, with its seed."""
-    return provenance(a.commit, device, argv=command) | {"seed": a.seed}
+    """The fields every benchmark file has: device, TF32 switches (as found; none is changed),
+    thread count, load average (a busy machine times slow), seed and provenance."""
+    return {"device": device_name(device), "device_type": device.type, "tf32": tf32_state(),
+            "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+            "seed": a.seed, "provenance": provenance(a.commit, device, argv=command)
+            | {"seed": a.seed}}
 
 
 def result_path(a: argparse.Namespace, stem: str, device: torch.device,

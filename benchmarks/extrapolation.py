@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sys
 import time
@@ -306,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(result_path(a, "extrapolation", device, profile), {
         "benchmark": "extrapolation", "profile": profile, "synthetic": False,
         "task": "adding problem (spikelib.data.adding), readout 'last', MSE",
-        "baseline_mse": BASELINE_MSE, "device": device_name(device),
-        "device_type": device.type, "tf32": tf32,
+        "baseline_mse": BASELINE_MSE,
         "precision": "training: bf16 autocast on CUDA (FFTs and scans fp32), fp32 on CPU; "
                      "evaluation: forward_serial in fp32",
         "train": {"length": a.train_length, "sequences": a.train_sequences,
@@ -329,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
         "goal_reported_not_asserted": "Dynamic Decay Spiking Neuron: trained at 2k, stable to "
                                       "30k (arXiv 2602.01133 abstract)",
-        "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-        "seed": a.seed, "provenance": record(a, device, command)})
+        **record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

@@ -225,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {wall:.1f} s", flush=True)
     path = write_result(result_path(a, "bench-parallel-vs-serial", device), {
         "benchmark": "parallel_vs_serial", "synthetic": True,
-        "device": device_name(device), "device_type": device.type, "device_label": label,
-        "precision": "fp32 (no autocast)", "tf32": tf32,
+        "device_label": label, "precision": "fp32 (no autocast)",
         "shapes": {"batch": BATCH, "channels": CHANNELS, "refractory_R": R, "psn_order": ORDER,
                    "s4d_d_state": D_STATE, "ddsn": "DynamicDecayNeuron defaults"},
         "lengths": lengths, "repeats": repeats, "serial_max_length": serial_max,
@@ -238,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                               "psn_over_ddsn_16k_backward": 28.0,
                               "sliding_psn_over_ddsn": 2.2,
                               "note": "not comparable 1:1: their PSN/DDSN code and shapes"},
-        "wall_seconds": wall, "seed": a.seed,
-        "provenance": record(a, device, command)})
+        "wall_seconds": wall, **record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import resource
 import statistics
 import sys
@@ -174,16 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(result_path(a, "scifar-epoch", device, profile), {
         "benchmark": "scifar_epoch", "profile": profile, "synthetic": True,
         "data_note": DATA_NOTE, "dataset": a.dataset,
-        "device": device_name(device), "device_type": device.type, "precision": precision,
-        "tf32": tf32, "batch": a.batch, "n_train_sequences": len(train_set),
+        "precision": precision, "batch": a.batch, "n_train_sequences": len(train_set),
         "model_config": cfg.to_dict() | {"name": None}, "warmup_steps": warmup,
         "steps_requested": steps, "max_seconds": max_seconds, "rows": rows,
         "ratios_vs_s4d": ratios,
         "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
                                         "seconds_per_epoch_on_one_h100_at_most":
                                             GOAL_SECONDS_H100},
-        "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-        "seed": a.seed, "provenance": record(a, device, command)})
+        **record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

@@ -24,7 +24,6 @@ Writes results/serial-inference-<device>.json (with provenance).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -140,16 +139,13 @@ def main(argv: list[str] | None = None) -> int:
 
     path = write_result(result_path(a, "serial-inference", device, profile), {
         "benchmark": "serial_inference", "profile": profile, "synthetic": True,
-        "device": device_name(device), "device_type": device.type,
-        "precision": "fp32 (no autocast)", "tf32": tf32, "mode": "eval, inference_mode",
+        "precision": "fp32 (no autocast)", "mode": "eval, inference_mode",
         "model_config": cfg.to_dict() | {"name": None},
         "length": length, "batches": a.batches, "repeats": repeats, "warmup": "1 run of 32 steps",
         "rows": rows, "state_bytes_per_layer": states,
         "state_note": "bytes of one layer's (S4D, spike) state for ONE sequence (batch 1); "
                       "equal after 1 and after L steps (O(1) in L)",
-        "readout_state_bytes": readout_bytes, "seed": a.seed, "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(),
-        "provenance": record(a, device, command)})
+        "readout_state_bytes": readout_bytes, **record(a, device, command)})
     print(f"wrote {path}")
     return 0
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from _bench import common_args, record, result_path, setup
 from spikelib.models import MODELS, build, serial_agreement
-from spikelib.results import device_name, sync, tf32_state, write_result
+from spikelib.results import sync, write_result
 
 
 def step_time(model, x, y, device, repeats: int, warmup: int = 1) -> float:
@@ -118,15 +118,13 @@ def main(argv=None) -> int:
     precision = "bf16 autocast (FFT/scans fp32)" if gpu else "fp32"
     out = write_result(result_path(a, "bench-train-step", device), {
         "benchmark": "train_step", "synthetic": True, "batch": a.batch, "d_input": 3,
-        "device": device_name(device), "device_type": device.type, "tf32": tf32_state(),
-        "seed": a.seed, "data_seed": "seed + the sequence length L",
+        "data_seed": "seed + the sequence length L",
         "model_config": "ModelConfig defaults (d_model 128, n_layers 4, d_state 64)",
-        "precision": precision, "repeats": repeats, "threads": torch.get_num_threads(),
+        "precision": precision, "repeats": repeats,
         "lengths": lengths, "rows": rows,
         "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
                                         "lif_over_frssm_at_1024_at_least": 20, "measured": goals},
-        "float32_serial_vs_parallel": flip,
-        "provenance": record(a, device, command)})
+        "float32_serial_vs_parallel": flip, **record(a, device, command)})
     print(f"wrote {out}")
     return 0
 
