@@ -165,7 +165,7 @@ def load_results(pattern: str = "*.json", profile: str | None = None,
     """Every ``<root>/results/<pattern>`` as a dict (sorted by file name), each with ``_path``.
     A file that is not JSON or lacks provenance (:func:`check_result`) raises ``ValueError``.
 
-    ``profile``: keep only results whose ``profile`` field equals it ('smoke' | 'full').
+    ``profile``: keep only results whose ``profile`` field equals it ('smoke' | 'cpu' | 'full').
     ``root`` defaults to :func:`find_root`.
     """
     folder = Path(root) if root is not None else find_root()

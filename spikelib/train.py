@@ -12,9 +12,15 @@ state as plain tensors/lists, so ``torch.load(weights_only=True)`` reads it. A r
 uninterrupted run (on CPU). A checkpoint from another configuration, or a corrupt file, is a
 ``ValueError``; nothing silently starts over.
 
-Profiles: ``smoke`` (default; also ``SPIKELIB_PROFILE``) trains a tiny model (d_model 32,
-2 layers, d_state 16) on 512 training and 256 val/test sequences for 2 epochs;
-``full`` uses the model defaults and the whole dataset.
+Profiles (``--profile``, default ``$SPIKELIB_PROFILE``, else ``smoke``):
+
+- ``smoke``: a small model (d_model 32, 2 layers, d_state 16) on 512 training and 256 val/test
+  sequences for 2 epochs — seconds on a CPU; checks the pipeline, measures nothing.
+- ``cpu``: the same small model on the whole dataset for 3 epochs — the largest run that fits
+  in about 20 minutes per model on one CPU core (sequential Fashion-MNIST); real numbers, of a
+  small model trained briefly.
+- ``full``: the model defaults (d_model 128, 4 layers, d_state 64), the whole dataset and
+  ``FULL_EPOCHS`` — the runs the book reports as results; hours per epoch without a GPU.
 
 Example::
 
@@ -46,9 +52,12 @@ from spikelib import metrics
 from spikelib.models import MODELS, ModelConfig, build
 from spikelib.results import provenance, write_result
 
-PROFILES = ("smoke", "full")
-SMOKE = {"epochs": 2, "limit_train": 512, "limit_eval": 256,
-         "model": {"d_model": 32, "n_layers": 2, "d_state": 16}}
+SMALL_MODEL = {"d_model": 32, "n_layers": 2, "d_state": 16}
+PROFILES = {     # epochs None: FULL_EPOCHS[dataset]; limits None: the whole split
+    "smoke": {"epochs": 2, "limit_train": 512, "limit_eval": 256, "model": SMALL_MODEL},
+    "cpu": {"epochs": 3, "limit_train": None, "limit_eval": None, "model": SMALL_MODEL},
+    "full": {"epochs": None, "limit_train": None, "limit_eval": None, "model": {}},
+}
 FULL_EPOCHS = {"fmnist": 20, "cifar10": 100, "cifar10-grey": 100, "adding": 30}
 CKPT_FORMAT = "spikelib-checkpoint-1"
 # RunConfig fields that do not change what is computed (may differ on --resume).
@@ -62,7 +71,7 @@ class RunConfig:
     model: str = "frssm"
     dataset: str = "fmnist"
     model_config: dict = field(default_factory=dict)  # ModelConfig overrides (e.g. d_model=64)
-    profile: str | None = None       # 'smoke' | 'full'; None: $SPIKELIB_PROFILE, else 'smoke'
+    profile: str | None = None       # 'smoke' | 'cpu' | 'full'; None: $SPIKELIB_PROFILE, else 'smoke'
     seed: int = 0
     epochs: int | None = None
     batch_size: int = 64
@@ -100,18 +109,18 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, ModelConfig]:
     """Fill the profile defaults and build the :class:`ModelConfig`; validates everything."""
     profile = cfg.profile or os.environ.get("SPIKELIB_PROFILE") or "smoke"
     if profile not in PROFILES:
-        raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
+        raise ValueError(f"profile: expected one of {tuple(PROFILES)}, got {profile!r}")
     if cfg.model not in MODELS:
         raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {cfg.model!r}")
     if cfg.dataset not in sdata.DATASETS:
         raise ValueError(f"dataset: expected one of {', '.join(sdata.DATASETS)}, "
                          f"got {cfg.dataset!r}")
-    smoke = profile == "smoke"
+    prof = PROFILES[profile]
     c = dataclasses.replace(
         cfg, profile=profile,
-        epochs=_default(cfg.epochs, SMOKE["epochs"] if smoke else FULL_EPOCHS[cfg.dataset]),
-        limit_train=_default(cfg.limit_train, SMOKE["limit_train"] if smoke else None),
-        limit_eval=_default(cfg.limit_eval, SMOKE["limit_eval"] if smoke else None),
+        epochs=_default(cfg.epochs, prof["epochs"] or FULL_EPOCHS[cfg.dataset]),
+        limit_train=_default(cfg.limit_train, prof["limit_train"]),
+        limit_eval=_default(cfg.limit_eval, prof["limit_eval"]),
         length=_default(cfg.length, sdata.ADDING_LENGTH) if cfg.dataset == "adding" else None)
     for name in ("limit_train", "limit_eval", "length", "threads"):
         v = getattr(c, name)
@@ -133,7 +142,7 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, ModelConfig]:
         if k in c.model_config and c.model_config[k] != v:
             raise ValueError(f"model_config: {k}={c.model_config[k]!r} contradicts "
                              f"--model/--dataset ({v!r})")
-    base = dict(SMOKE["model"]) if smoke else {}
+    base = dict(prof["model"])
     if c.dataset == "adding":
         base["readout"] = "last"           # the sum is known only after the second marker
     base["seq_len"] = info.length          # used only by the masked PSN (weights T×T)
@@ -463,7 +472,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=d.dataset, choices=sdata.DATASETS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a ModelConfig field, e.g. --set d_model=64 (repeatable)")
-    p.add_argument("--profile", choices=PROFILES, default=None,
+    p.add_argument("--profile", choices=tuple(PROFILES), default=None,
                    help="default: $SPIKELIB_PROFILE, else smoke")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--epochs", type=int, default=None, help="default: from the profile")

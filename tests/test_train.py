@@ -75,6 +75,20 @@ def test_profile_from_environment(monkeypatch):
     assert cfg.profile == "smoke" and cfg.limit_train == 512 and mcfg.d_model == 32
 
 
+def test_profiles_differ_only_where_documented():
+    smoke, ms = T.resolve(T.RunConfig(dataset="fmnist", profile="smoke"))
+    cpu, mc = T.resolve(T.RunConfig(dataset="fmnist", profile="cpu"))
+    full, mf = T.resolve(T.RunConfig(dataset="fmnist", profile="full"))
+    assert ms == mc and (mc.d_model, mc.n_layers, mc.d_state) == (32, 2, 16)   # same small model
+    assert (mf.d_model, mf.n_layers, mf.d_state) == (128, 4, 64)               # the defaults
+    assert (smoke.limit_train, smoke.limit_eval, smoke.epochs) == (512, 256, 2)
+    assert (cpu.limit_train, cpu.limit_eval, cpu.epochs) == (None, None, 3)      # whole dataset
+    assert (full.limit_train, full.epochs) == (None, T.FULL_EPOCHS["fmnist"])
+    assert T.resolve(T.RunConfig(dataset="fmnist", profile="cpu", epochs=1))[0].epochs == 1
+    with pytest.raises(ValueError, match="profile"):
+        T.resolve(T.RunConfig(profile="gpu"))
+
+
 # -- learning on real data ----------------------------------------------------------------------
 
 def test_loss_drops_on_fashion_mnist(fmnist):
