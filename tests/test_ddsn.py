@@ -299,3 +299,28 @@ def test_neuron_bad_arguments():
         n(torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match="x"):
         n(torch.randn(5, 4))
+
+
+def test_scan_depth_grows_like_log_L():
+    """Dispatched aten ops of the forward scan: Q steps and a fixed set of ops per level,
+    log_Q L levels, so for L = Q^k each factor Q in L adds the same number of ops; a loop over
+    time would add L."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = []
+    for L in (8 ** 2, 8 ** 3, 8 ** 4, 8 ** 5):
+        la, b = -torch.rand(1, L, 2), torch.randn(1, L, 2)
+        Count.n = 0
+        with torch.no_grad(), Count():
+            linear_scan(la, b, chunk=8)
+        counts.append(Count.n)
+    steps = [b - a for a, b in zip(counts, counts[1:])]
+    assert len(set(steps)) == 1 and 0 < steps[0] <= 10 * 8, counts     # constant per level
+    assert counts[-1] < 3 * counts[0], counts                          # 512× longer, < 3× ops
