@@ -16,9 +16,9 @@ Profiles (``--profile``, default ``$SPIKELIB_PROFILE``, else ``smoke``):
 
 - ``smoke``: a small model (d_model 32, 2 layers, d_state 16) on 512 training and 256 val/test
   sequences for 2 epochs — seconds on a CPU; checks the pipeline, measures nothing.
-- ``cpu``: the same small model on the whole dataset for 3 epochs — 15–17 minutes for s4d or
-  frssm on one CPU core (sequential Fashion-MNIST, measured); real numbers of a small model
-  trained briefly.
+- ``cpu``: the same small model on the whole dataset for 3 epochs — 13–21 minutes per model
+  on one CPU core (sequential Fashion-MNIST, measured for s4d, frssm, pssm, ddsn, sif); real
+  numbers of a small model trained briefly.
 - ``full``: the model defaults (d_model 128, 4 layers, d_state 64), the whole dataset and
   ``FULL_EPOCHS`` — the runs the book reports as results; hours per epoch without a GPU.
 
