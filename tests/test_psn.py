@@ -40,6 +40,14 @@ def _compare(ours, oracle, x, params):
         _close(p.grad, sign * q.grad)
 
 
+def _matches_oracle(ours, oracle, x, params, shift=0.0):
+    """Membranes equal while the oracle's surrogate is the identity (it then returns its
+    membrane: ours minus ``shift``), then spikes and gradients with ATan(2)."""
+    _close(ours.membrane(x) - shift, oracle(x.transpose(0, 1)).transpose(0, 1))
+    oracle.surrogate_function = sj_surrogate.ATan(2.0)
+    _compare(ours, oracle, x, params)
+
+
 # ---------------------------------------------------------------------------- full PSN
 def test_psn_matches_spikingjelly():
     torch.manual_seed(0)
@@ -48,9 +56,8 @@ def test_psn_matches_spikingjelly():
     oracle = sj.PSN(T, surrogate_function=_identity).double()
     oracle.load_state_dict(ours.state_dict())           # same layout: weight (T,T), bias (T,1)
     x = torch.randn(B, T, C, dtype=F64) * 2
-    _close(ours.membrane(x), oracle(x.transpose(0, 1)).transpose(0, 1))
-    oracle.surrogate_function = sj_surrogate.ATan(2.0)
-    _compare(ours, oracle, x, [(ours.weight, oracle.weight, 1), (ours.bias, oracle.bias, 1)])
+    _matches_oracle(ours, oracle, x, [(ours.weight, oracle.weight, 1),
+                                      (ours.bias, oracle.bias, 1)])
 
 
 def test_psn_init_and_shape_checks():
@@ -85,9 +92,8 @@ def test_masked_psn_matches_spikingjelly(lam):
         oracle.weight.copy_(ours.weight)
         oracle.bias.copy_(ours.bias)
     x = torch.randn(B, T, C, dtype=F64) * 2
-    _close(ours.membrane(x), oracle(x.transpose(0, 1)).transpose(0, 1))
-    oracle.surrogate_function = sj_surrogate.ATan(2.0)
-    _compare(ours, oracle, x, [(ours.weight, oracle.weight, 1), (ours.bias, oracle.bias, 1)])
+    _matches_oracle(ours, oracle, x, [(ours.weight, oracle.weight, 1),
+                                      (ours.bias, oracle.bias, 1)])
 
 
 def test_masked_psn_causal_at_lambda_one():
@@ -143,9 +149,8 @@ def test_sliding_psn_shared_matches_spikingjelly(P, T):
     oracle = _sliding_oracle(ours.weight.detach(), ours.theta.item())
     assert torch.equal(ours.weight.detach(), oracle.weight.detach())   # same exp init
     x = torch.randn(3, T, 4, dtype=F64) * 2
-    _close(ours.membrane(x) - ours.theta, oracle(x.transpose(0, 1)).transpose(0, 1))
-    oracle.surrogate_function = sj_surrogate.ATan(2.0)
-    _compare(ours, oracle, x, [(ours.weight, oracle.weight, 1), (ours.theta, oracle.bias, -1)])
+    _matches_oracle(ours, oracle, x, [(ours.weight, oracle.weight, 1),
+                                      (ours.theta, oracle.bias, -1)], shift=ours.theta)
 
 
 def test_sliding_psn_per_channel_matches_spikingjelly_channel_by_channel():
