@@ -63,5 +63,10 @@ def result_path(a: argparse.Namespace, stem: str, device: torch.device,
     if a.out and a.out.endswith(".json"):
         return Path(a.out)
     folder = Path(a.out) if a.out else find_root(Path(__file__).parent) / "results"
+    return folder / f"{run_stem(stem, device, profile)}.json"
+
+
+def run_stem(stem: str, device: torch.device, profile: str | None = None) -> str:
+    """``<stem>-<device>``, with ``-<profile>`` for profiles other than the default gpu/cpu."""
     suffix = "" if profile in (None, "gpu", "cpu") else f"-{profile}"
-    return folder / f"{stem}-{device_slug(device)}{suffix}.json"
+    return f"{stem}-{device_slug(device)}{suffix}"

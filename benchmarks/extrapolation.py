@@ -52,11 +52,11 @@ from pathlib import Path
 
 import torch
 
-from _bench import common_args, record, result_path, setup
+from _bench import common_args, record, result_path, run_stem, setup
 from spikelib import data as sdata
 from spikelib import train as T
 from spikelib.models import MODELS, build
-from spikelib.results import device_name, device_slug, find_root, tf32_state, write_result
+from spikelib.results import device_name, find_root, tf32_state, write_result
 
 DEFAULT_MODELS = ("ddsn", "frssm", "sif", "s4d")
 BASELINE_MSE = 1.0 / 6.0          # predicting the constant 1
@@ -246,9 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     model_config.update({k: v for k, v in (("d_model", a.d_model), ("n_layers", a.n_layers),
                                            ("d_state", a.d_state)) if v is not None})
     root = find_root(Path(__file__).parent)
-    slug = device_slug(device)
-    suffix = "" if profile in ("gpu", "cpu") else f"-{profile}"
-    work = Path(a.work) if a.work else root / "runs" / f"extrapolation-{slug}{suffix}"
+    work = Path(a.work) if a.work else root / "runs" / run_stem("extrapolation", device, profile)
     tf32 = tf32_state()
     print(f"extrapolation on {device_name(device)} ({device.type}), profile {profile}: train "
           f"L={a.train_length} ({a.train_sequences} sequences x {'at most ' * bool(a.max_seconds)}"

@@ -105,9 +105,14 @@ class RunConfig:
         return cls(**d)
 
 
+def _profile(cfg: RunConfig) -> str:
+    """The run's profile: ``cfg.profile``, else ``$SPIKELIB_PROFILE``, else 'smoke'."""
+    return cfg.profile or os.environ.get("SPIKELIB_PROFILE") or "smoke"
+
+
 def resolve(cfg: RunConfig) -> tuple[RunConfig, ModelConfig]:
     """Fill the profile defaults and build the :class:`ModelConfig`; validates everything."""
-    profile = cfg.profile or os.environ.get("SPIKELIB_PROFILE") or "smoke"
+    profile = _profile(cfg)
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {tuple(PROFILES)}, got {profile!r}")
     if cfg.model not in MODELS:
@@ -157,7 +162,7 @@ def default_run_name(cfg: RunConfig) -> str:
     default run's."""
     sets = "".join(f"-{k}={re.sub(r'[^A-Za-z0-9._-]+', '_', str(v))}"
                    for k, v in sorted(cfg.model_config.items()))
-    profile = cfg.profile or os.environ.get("SPIKELIB_PROFILE") or "smoke"
+    profile = _profile(cfg)
     return f"{cfg.dataset}-{cfg.model}-{profile}-s{cfg.seed}{sets}" + \
         ("-synthetic" if cfg.synthetic else "")
 
