@@ -197,9 +197,7 @@ class DynamicDecayNeuron(nn.Module):
             raise ValueError(f"spike: expected 'binary' or 'integer', got {spike!r}")
         self.spike = spike
         self.spike_levels = check_int(spike_levels, "spike_levels", 1)
-        self.theta = float(theta)
-        if not math.isfinite(self.theta):
-            raise ValueError(f"theta: expected a finite number, got {theta!r}")
+        self.theta = check_positive(theta, "theta")
         self.surrogate = ATan(2.0) if surrogate is None else surrogate
         self.chunk = check_int(chunk, "chunk", 1)
         bound = 0.1 / math.sqrt(self.k)

@@ -1,10 +1,11 @@
 """Accuracy, firing rates, synaptic operations and an energy estimate (reconstruction.md §8).
 
-Firing rate of a layer = mean of s over (batch, time, channels). Integer spikes (soft-reset IF,
-integer dynamic-decay neurons) are counted by value — a 3 counts as three spikes — and flagged.
+Firing rate of a layer = mean of |s| over (batch, time, channels): an OFF spike (−1) is an event
+like an ON spike (+1), so signed spikes never cancel. Integer spikes (soft-reset IF, integer
+dynamic-decay neurons) are counted by value — a 3 counts as three spikes — and flagged.
 Synaptic operations of a spike-fed Linear with ``fan_out`` outputs, per sequence::
 
-    SOPs = Σ_t Σ_in s_{t,in} · fan_out   (= rate · L · dense MACs per step)
+    SOPs = Σ_t Σ_in |s_{t,in}| · fan_out   (= rate · L · dense MACs per step)
 
 Energy (Horowitz, ISSCC 2014, 45 nm; the convention of the SNN literature, see anchors.md):
 E_AC = 0.9 pJ per synaptic operation of a spike-fed layer, E_MAC = 4.6 pJ per multiply-accumulate
@@ -33,14 +34,14 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def firing_rates(spikes: Sequence[torch.Tensor]) -> list[float]:
-    """Mean of s over (batch, time, channels) for each layer's spikes (B, L, H)."""
-    return [s.detach().double().mean().item() for s in spikes]
+    """Mean of |s| over (batch, time, channels) for each layer's spikes (B, L, H)."""
+    return [s.detach().double().abs().mean().item() for s in spikes]
 
 
 def sops(spikes: Sequence[torch.Tensor], fan_out: int) -> list[float]:
     """Synaptic operations per sequence of the Linear each layer's spikes feed:
-    Σ_t Σ_in s · fan_out, averaged over the batch."""
-    return [s.detach().double().sum().item() * fan_out / s.shape[0] for s in spikes]
+    Σ_t Σ_in |s| · fan_out, averaged over the batch."""
+    return [s.detach().double().abs().sum().item() * fan_out / s.shape[0] for s in spikes]
 
 
 class SpikeCounter:
@@ -50,9 +51,9 @@ class SpikeCounter:
     """
 
     def __init__(self):
-        self.total: list[float] = []      # Σ s per layer
+        self.total: list[float] = []      # Σ |s| per layer
         self.elements: list[int] = []     # B·L·H per layer
-        self.peak: list[float] = []       # max s per layer
+        self.peak: list[float] = []       # max |s| per layer
         self.sequences = 0
         self.length = 0
 
@@ -61,7 +62,7 @@ class SpikeCounter:
             n = len(spikes)
             self.total, self.elements, self.peak = [0.0] * n, [0] * n, [0.0] * n
         for i, s in enumerate(spikes):
-            s = s.detach()
+            s = s.detach().abs()
             self.total[i] += s.double().sum().item()
             self.elements[i] += s.numel()
             self.peak[i] = max(self.peak[i], s.max().item())

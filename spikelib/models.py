@@ -37,9 +37,10 @@ from spikelib import surrogate as sg
 from spikelib._checks import check_tensor
 from spikelib.ddsn import DynamicDecayNeuron
 from spikelib.memory import S4D
-from spikelib.neurons import LIFNeuron, SoftResetIF, ThresholdSpike
+from spikelib.neurons import LIFNeuron, PositiveTheta, SoftResetIF, ThresholdSpike
 from spikelib.psn import PSN, MaskedPSN, SlidingPSN, masked_lambda
 from spikelib.refractory import Refractory
+from spikelib.surrogate import straight_through
 
 MODELS = ("s4d", "frssm", "pssm", "lif", "ddsn", "sif")
 
@@ -58,7 +59,13 @@ class ModelConfig:
     surrogate: str = "atan"      # 'atan' | 'sigmoid' | 'rect'
     surrogate_alpha: float = 2.0
     theta_init: float = 1.0
+    theta_init_mode: str = "value"   # 'value': θ = theta_init; 'rms': θ = theta_init × RMS of the
+                                     # threshold input per channel on the first batch (frssm, pssm)
+    theta_lr: float | None = None    # own learning rate of θ (None: the run's lr)
+    polarity: str = "on"         # 'on': Θ(v − θ); 'on_off': Θ(v − θ) − Θ(−v − θ) (frssm, pssm; ours)
     refractory: int = 2          # R of frssm
+    refractory_grad: str = "mask"    # 'mask': no gradient where the refractory period removed a
+                                     # crossing; 'straight_through': the crossing's gradient (ours)
     psn_order: int = 32          # P of the sliding PSN (k of the masked PSN)
     psn_kind: str = "sliding"    # 'sliding' | 'masked'
     seq_len: int = 0             # T of the masked PSN (its weights are T×T); unused otherwise
@@ -100,23 +107,53 @@ class ModelConfig:
             raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
         for k, options in (("readout", ("mean", "last")), ("psn_kind", ("sliding", "masked")),
                            ("ddsn_spike", ("binary", "integer")),
-                           ("surrogate", ("atan", "sigmoid", "rect"))):
+                           ("surrogate", ("atan", "sigmoid", "rect")),
+                           ("theta_init_mode", ("value", "rms")), ("polarity", ("on", "on_off")),
+                           ("refractory_grad", ("mask", "straight_through"))):
             if getattr(self, k) not in options:
                 raise ValueError(f"{k}: expected one of {options}, got {getattr(self, k)!r}")
         for k in ("surrogate_alpha", "gate_tau", "lif_tau", "dt_min", "dt_max", "theta_init"):
             v = getattr(self, k)
             if not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise ValueError(f"{k}: expected a positive number, got {v!r}")
+        if self.theta_lr is not None and not (isinstance(self.theta_lr, (int, float))
+                                              and 0 <= self.theta_lr < math.inf):
+            raise ValueError(f"theta_lr: expected None or a number >= 0, got {self.theta_lr!r}")
         if self.name == "pssm" and self.psn_kind == "masked" and self.seq_len < 1:
             raise ValueError("seq_len: the masked PSN needs the sequence length (seq_len >= 1)")
+        if self.polarity == "on_off" and (self.name not in ("frssm", "pssm")
+                                          or self.psn_kind == "masked"):
+            raise ValueError("polarity: 'on_off' exists for frssm and the sliding-PSN pssm only")
         return self
 
 
 # ---------------------------------------------------------------------------------------------
 # spiking modules with one interface: forward (B,L,H) -> (B,L,H); step(y_t, state) -> (s_t, state);
-# distance(y) = |membrane − threshold| (how close each decision was; for the serial-parallel test)
+# compare(y) -> (v, θ), what the threshold sees (None where no single threshold decides);
+# distance(y) = |v − θ| (how close each decision was; for the serial-parallel test)
 
-class GELUAct(nn.Module):
+class _Spike(nn.Module):
+    on_off = False
+
+    def compare(self, y):
+        return None
+
+    def distance(self, y):
+        view = self.compare(y)
+        if view is None:
+            return torch.full_like(y, math.inf)
+        v, theta = view
+        d = (v - theta).abs()
+        return torch.minimum(d, (v + theta).abs()) if self.on_off else d
+
+
+def _fire(v, theta, surrogate, on_off: bool):
+    """Θ(v − θ), or the ON/OFF pair Θ(v − θ) − Θ(−v − θ) ∈ {−1, 0, 1} (ours)."""
+    s = surrogate(v - theta)
+    return s - surrogate(-v - theta) if on_off else s
+
+
+class GELUAct(_Spike):
     """The non-spiking baseline: s = GELU(y)."""
     def forward(self, y):
         return F.gelu(y)
@@ -124,36 +161,55 @@ class GELUAct(nn.Module):
     def step(self, y_t, state=None):
         return F.gelu(y_t), None
 
-    def distance(self, y):
-        return torch.full_like(y, math.inf)
 
-
-class FixedRefractorySpike(nn.Module):
+class FixedRefractorySpike(_Spike):
     """spikingFRssm's spike: c = Θ(y − θ) (per-channel θ, surrogate gradient), then the fixed
-    refractory period s_t = c_t ∏_{k=1..R} (1 − s_{t−k}) with a gradient-free mask (ours)."""
+    refractory period s_t = c_t ∏_{k=1..R} (1 − s_{t−k}) (ours).
+
+    ``polarity='on_off'``: also c⁻ = Θ(−y − θ) with its own countdown, s = s⁺ − s⁻ ∈ {−1, 0, 1}.
+    ``refractory_grad='mask'``: a crossing removed by the refractory period passes no gradient;
+    ``'straight_through'``: the value of the thinned train with the gradient of c (ours).
+    """
     def __init__(self, cfg: ModelConfig, surrogate):
         super().__init__()
         self.threshold = ThresholdSpike(cfg.d_model, theta_init=cfg.theta_init,
                                         surrogate=surrogate)
         self.refractory = Refractory(cfg.refractory)
+        self.on_off = cfg.polarity == "on_off"
+        self.straight_through = cfg.refractory_grad == "straight_through"
+
+    def _thin(self, c):
+        s = self.refractory(c)
+        return straight_through(s, c) if self.straight_through else s
+
+    def _thin_step(self, c_t, r):
+        s_t, r = self.refractory.step(c_t, r)
+        return (straight_through(s_t, c_t) if self.straight_through else s_t), r
 
     def forward(self, y):                                      # (B, L, H)
-        return self.refractory(self.threshold(y))
+        s = self._thin(self.threshold(y))
+        return s - self._thin(self.threshold(-y)) if self.on_off else s
 
     def step(self, y_t, state=None):                           # (B, H)
-        c_t, _ = self.threshold.step(y_t, None)
-        return self.refractory.step(c_t, state)
+        r_on, r_off = (None, None) if state is None else state
+        s, r_on = self._thin_step(self.threshold.step(y_t)[0], r_on)
+        if self.on_off:
+            s_off, r_off = self._thin_step(self.threshold.step(-y_t)[0], r_off)
+            s = s - s_off
+        return s, (r_on, r_off)
 
-    def distance(self, y):
-        return (y - self.threshold.theta).abs()
+    def compare(self, y):
+        return y, self.threshold.theta
 
 
-class PSNSpike(nn.Module):
+class PSNSpike(_Spike):
     """SpikingPssm's spike: S = Θ(h − θ), h_t = Σ_{i<P} w_i y_{t−P+1+i} (sliding PSN), or the
-    masked PSN (Fang et al. 2023) when ``psn_kind='masked'`` (parallel form only)."""
+    masked PSN (Fang et al. 2023) when ``psn_kind='masked'`` (parallel form only).
+    ``polarity='on_off'``: S = Θ(h − θ) − Θ(−h − θ) (ours)."""
     def __init__(self, cfg: ModelConfig, surrogate):
         super().__init__()
         self.masked = cfg.psn_kind == "masked"
+        self.on_off = cfg.polarity == "on_off"
         if self.masked:
             self.psn = MaskedPSN(cfg.psn_order, cfg.seq_len, surrogate=surrogate)
         else:
@@ -161,21 +217,22 @@ class PSNSpike(nn.Module):
                                   theta_init=cfg.theta_init, surrogate=surrogate)
 
     def forward(self, y):
-        return self.psn(y)
+        if self.masked:
+            return self.psn(y)
+        return _fire(self.psn.membrane(y), self.psn.theta, self.psn.surrogate, self.on_off)
 
     def step(self, y_t, state=None):
         if self.masked:
             raise NotImplementedError("the masked PSN has a parallel form only (weights tied "
                                       "to the position t); use psn_kind='sliding' to stream")
-        return self.psn.step(y_t, state)
+        h_t, state = self.psn.membrane_step(y_t, state)
+        return _fire(h_t, self.psn.theta, self.psn.surrogate, self.on_off), state
 
-    def distance(self, y):
-        if self.masked:
-            return torch.full_like(y, math.inf)
-        return (self.psn.membrane(y) - self.psn.theta).abs()
+    def compare(self, y):
+        return None if self.masked else (self.psn.membrane(y), self.psn.theta)
 
 
-class LIFSpike(nn.Module):
+class LIFSpike(_Spike):
     """LIF with hard reset on y (SpikingJelly decay_input form); serial BPTT only."""
     def __init__(self, cfg: ModelConfig, surrogate):
         super().__init__()
@@ -188,11 +245,8 @@ class LIFSpike(nn.Module):
     def step(self, y_t, state=None):
         return self.lif.step(y_t, state)
 
-    def distance(self, y):
-        return torch.full_like(y, math.inf)
 
-
-class DDSNSpike(nn.Module):
+class DDSNSpike(_Spike):
     """Dynamic-decay neuron on y: h_t = α_t h_{t−1} + (1 − α_t) y_t, s = Θ(h − θ) or the
     integer spike clip(round(h), 0, N)."""
     def __init__(self, cfg: ModelConfig, surrogate):
@@ -209,14 +263,17 @@ class DDSNSpike(nn.Module):
     def step(self, y_t, state=None):
         return self.neuron.step(y_t, state)
 
+    def compare(self, y):
+        return None if self.integer else (self.neuron.membrane(y), self.neuron.theta)
+
     def distance(self, y):
-        h = self.neuron.membrane(y)
         if self.integer:                                   # round(h): distance to a half-integer
+            h = self.neuron.membrane(y)
             return ((h - 0.5) - torch.round(h - 0.5)).abs()
-        return (h - self.neuron.theta).abs()
+        return super().distance(y)
 
 
-class SoftIFSpike(nn.Module):
+class SoftIFSpike(_Spike):
     """Soft-reset IF, exact in parallel (Proposition A, ours):
     n_t = ⌊max(0, cummax_t S)/θ⌋, s = diff(n), integer spikes clipped to ``spike_levels``."""
     def __init__(self, cfg: ModelConfig, surrogate):
@@ -255,18 +312,24 @@ class Block(nn.Module):
         self.spike = _SPIKES[cfg.name](cfg, surrogate)
         self.mix = nn.Linear(H, 2 * H)
         self.drop = nn.Dropout(cfg.dropout)
+        if cfg.theta_lr is not None:                           # θ's own lr (no weight decay)
+            for m in self.spike.modules():
+                if isinstance(m, PositiveTheta) and isinstance(m.log_theta, nn.Parameter):
+                    m.log_theta._optim = {"lr": float(cfg.theta_lr), "weight_decay": 0.0}
+
+    def residual(self, x, s):                                  # x (..., H), spikes s (..., H)
+        return x + self.drop(F.glu(self.mix(s.to(x.dtype)), dim=-1))
 
     def forward(self, x):                                      # (B, L, H)
         y = self.ssm(self.norm(x))                             # (B, L, H)
         s = self.spike(y)                                      # (B, L, H) spikes
-        return x + self.drop(F.glu(self.mix(s.to(x.dtype)), dim=-1)), s
+        return self.residual(x, s), s
 
     def step(self, x_t, state=None):                           # (B, H)
         ssm_state, spike_state = (None, None) if state is None else state
         y_t, ssm_state = self.ssm.step(self.norm(x_t), ssm_state)
         s_t, spike_state = self.spike.step(y_t, spike_state)
-        out = x_t + self.drop(F.glu(self.mix(s_t.to(x_t.dtype)), dim=-1))
-        return out, s_t, (ssm_state, spike_state)
+        return self.residual(x_t, s_t), s_t, (ssm_state, spike_state)
 
 
 class SequenceClassifier(nn.Module):
@@ -299,10 +362,14 @@ class SequenceClassifier(nn.Module):
         for layer in self.layers:
             h, s = layer(h)                                    # (B, L, H), (B, L, H)
             spikes.append(s)
+        logits = self.head(h)                                  # (B, K)
+        return (logits, spikes) if return_spikes else logits
+
+    def head(self, h):
+        """Final norm, readout (mean over time or last step), decoder: (B, L, H) -> (B, K)."""
         h = self.norm(h)                                       # (B, L, H)
         h = h.mean(dim=1) if self.cfg.readout == "mean" else h[:, -1]   # (B, H)
-        logits = self.decoder(h)                               # (B, K)
-        return (logits, spikes) if return_spikes else logits
+        return self.decoder(h)                                 # (B, K)
 
     def step(self, u_t, state=None):
         """One time step: u_t (B, d_input) -> (features (B, H) after the final norm, spikes per
@@ -344,6 +411,72 @@ class SequenceClassifier(nn.Module):
             h, _ = layer(h)
         return out
 
+    def _thresholds(self, layer):
+        """The learnable-threshold module of ``layer``'s spike and what it thresholds, or None."""
+        owner = {"frssm": lambda sp: sp.threshold, "pssm": lambda sp: sp.psn}.get(self.cfg.name)
+        if owner is None or not isinstance(owner(layer.spike), PositiveTheta):
+            return None
+        return owner(layer.spike)
+
+    @torch.no_grad()
+    def calibrate(self, x) -> None:
+        """Data-dependent start (``theta_init_mode='rms'``, frssm and pssm): layer by layer, in
+        eval mode, θ_c = theta_init × RMS over (batch, time) of channel c's threshold input v on
+        the batch x (B, L, d_input) — so θ starts on the scale of the signal it thresholds
+        (ours). A no-op for ``theta_init_mode='value'``. Uses no random numbers."""
+        if self.cfg.theta_init_mode != "rms":
+            return
+        was = self.training
+        self.eval()
+        h = self.encoder(x)
+        for layer in self.layers:
+            y = layer.ssm(layer.norm(h))                       # (B, L, H)
+            owner, view = self._thresholds(layer), layer.spike.compare(y)
+            if owner is not None and view is not None:
+                rms = view[0].float().square().mean(dim=(0, 1)).sqrt()          # (H)
+                owner.set_theta((self.cfg.theta_init * rms).clamp_min(1e-3))
+            h = layer.residual(h, layer.spike(y))
+        self.train(was)
+
+    def probe(self, x, target, task: str = "classification") -> list[dict]:
+        """Per-layer diagnostics on one batch, in eval mode, using no random numbers (ours):
+        the memory output y (std; RMS of the loss gradient ∂L/∂y that reaches it), the
+        threshold input v against θ (fractions above θ and below −θ; the share of E[v²] held by
+        the steps with v > θ — all a positive-only threshold can pass — and with |v| > θ), θ
+        (mean, min, max) and the firing rate (mean |s|). x (B, L, d_input), target (B,)."""
+        was = self.training
+        self.eval()
+        with torch.enable_grad():
+            h, ys, rows = self.encoder(x), [], []
+            for layer in self.layers:
+                y = layer.ssm(layer.norm(h))
+                ys.append(y)
+                s = layer.spike(y)
+                row = {"y_std": y.detach().std().item(),
+                       "firing_rate": s.detach().abs().mean().item() if self.spiking else None}
+                view = layer.spike.compare(y) if self.spiking else None
+                if view is not None:
+                    v = view[0].detach().float()                           # (B, L, H)
+                    th = torch.as_tensor(view[1], dtype=v.dtype, device=v.device).detach()
+                    theta, e = th.expand(v.shape[-1:]), v.square()         # (H), (B, L, H)
+                    row.update(theta_mean=theta.mean().item(), theta_min=theta.min().item(),
+                               theta_max=theta.max().item(),
+                               frac_above=(v > theta).float().mean().item(),
+                               frac_below=(v < -theta).float().mean().item(),
+                               energy_above=(e * (v > theta)).sum().item() / e.sum().item(),
+                               energy_outside=(e * (v.abs() > theta)).sum().item()
+                               / e.sum().item())
+                rows.append(row)
+                h = layer.residual(h, s)
+            out = self.head(h)
+            loss = (F.cross_entropy(out.float(), target) if task == "classification"
+                    else F.mse_loss(out.float().squeeze(-1), target.float()))
+            grads = torch.autograd.grad(loss, ys)
+        for row, g in zip(rows, grads):
+            row["grad_rms"] = g.float().square().mean().sqrt().item()
+        self.train(was)
+        return rows
+
     def on_epoch(self, epoch: int, epochs: int) -> None:
         """Per-epoch schedule: the masked PSN's λ = min(1, 8·epoch/(epochs − 1))
         (Fang et al. 2023; ``spikelib.psn.masked_lambda``)."""
@@ -363,7 +496,7 @@ class SequenceClassifier(nn.Module):
                 if tag:
                     tagged.setdefault(tuple(sorted(tag.items())), []).append(p)
                 elif (isinstance(mod, (nn.LayerNorm, S4D, SlidingPSN, PSN)) or p.dim() < 2
-                      or pname in ("theta", "bias")):
+                      or pname in ("log_theta", "bias")):
                     plain.append(p)
                 else:
                     decay.append(p)

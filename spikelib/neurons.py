@@ -19,16 +19,19 @@ Every temporal module has ``forward`` (parallel where a parallel form exists), `
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from spikelib._checks import check_int, check_positive
 from spikelib.surrogate import ATan, floor_ste
 
-__all__ = ["ThresholdSpike", "IFNeuron", "LIFNeuron", "lif_kernel", "leaky_integrate",
-           "SoftResetIF"]
+__all__ = ["PositiveTheta", "ThresholdSpike", "IFNeuron", "LIFNeuron", "lif_kernel",
+           "leaky_integrate", "SoftResetIF"]
 
 RESETS = ("hard", "soft", "none")
+THETA_MIN = 1e-6      # floor of a learnable threshold (see PositiveTheta)
 
 
 def _check_tau(tau) -> float:
@@ -53,8 +56,36 @@ def _step_loop(neuron, x: torch.Tensor, return_v: bool):
     return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
 
 
-class ThresholdSpike(nn.Module):
-    """Memoryless spike: s = Θ(y − θ) with a per-channel threshold θ (learnable by default).
+class PositiveTheta(nn.Module):
+    """Base of every module with a threshold: θ = max(exp(log_theta), 1e-6) stays positive
+    whatever the optimiser does to ``log_theta`` (a learnable θ stored as is can reach 0 or
+    below, where spikes mean nothing and the soft reset divides by zero; the floor only guards
+    against exp underflowing). ``log_theta`` is a Parameter when learnable, else a buffer;
+    ``theta`` is the positive value, ``set_theta`` assigns one."""
+
+    def _init_theta(self, shape: tuple, value: float, learn: bool, name: str = "theta_init"):
+        log = torch.full(shape, math.log(check_positive(value, name)))
+        if learn:
+            self.log_theta = nn.Parameter(log)
+        else:
+            self.register_buffer("log_theta", log)
+
+    @property
+    def theta(self) -> torch.Tensor:
+        return self.log_theta.exp().clamp_min(THETA_MIN)
+
+    @torch.no_grad()
+    def set_theta(self, value) -> None:
+        """θ ← ``value`` (a positive number or a tensor broadcastable to θ's shape)."""
+        value = torch.as_tensor(value, dtype=self.log_theta.dtype, device=self.log_theta.device)
+        if not bool((value > 0).all() & torch.isfinite(value).all()):
+            raise ValueError(f"theta: expected positive finite values, got {value}")
+        self.log_theta.copy_(value.log().expand_as(self.log_theta))
+
+
+class ThresholdSpike(PositiveTheta):
+    """Memoryless spike: s = Θ(y − θ) with a per-channel threshold θ > 0 (learnable by default,
+    stored as log θ, see :class:`PositiveTheta`).
 
     forward(y): (B, L, C) -> (B, L, C) (any shape whose last axis is C); step(y_t, state):
     (B, C) -> (s_t, None). Gradient: the surrogate's, w.r.t. y and θ.
@@ -64,11 +95,7 @@ class ThresholdSpike(nn.Module):
                  surrogate=None):
         super().__init__()
         self.channels = check_int(channels, "channels", 1)
-        theta = torch.full((channels,), check_positive(theta_init, "theta_init"))
-        if learn_theta:
-            self.theta = nn.Parameter(theta)                  # (C,)
-        else:
-            self.register_buffer("theta", theta)
+        self._init_theta((channels,), theta_init, learn_theta)
         self.surrogate = ATan(2.0) if surrogate is None else surrogate
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -234,7 +261,7 @@ def leaky_integrate(x: torch.Tensor, tau: float) -> torch.Tensor:
     return h.to(x.dtype)
 
 
-class SoftResetIF(nn.Module):
+class SoftResetIF(PositiveTheta):
     """Soft-reset IF with integer spikes, computed exactly in parallel (Proposition A, ours).
 
     Serial form (the definition): H_t = V_{t−1} + X_t ; s_t = max(0, ⌊H_t / θ⌋) (⌊V/θ⌋ spikes
@@ -258,7 +285,7 @@ class SoftResetIF(nn.Module):
 
     θ: per-channel tensor (C,) if ``channels`` is given (learnable unless learn_theta=False),
     else a scalar (fixed unless learn_theta=True); ``theta=`` is an alias for a fixed scalar θ.
-    θ must stay positive.
+    θ = exp(log θ) > 0 always (:class:`PositiveTheta`).
 
     Gradient (straight-through on the floor, ⌊u⌋ ≈ u): the parallel form differentiates
     s_t ≈ (M_t − M_{t−1}) / θ, M_t = max(0, max_{τ≤t} S_τ); for X ≥ 0 this is s_t ≈ X_t / θ,
@@ -278,16 +305,11 @@ class SoftResetIF(nn.Module):
                                  "learn_theta for a per-channel or learnable one")
             theta_init, learn_theta = theta, False
         name = "theta" if theta is not None else "theta_init"
-        value = check_positive(theta_init, name)
         if channels is not None:
             check_int(channels, "channels", 1)
         self.channels = channels
         learn = (channels is not None) if learn_theta is None else bool(learn_theta)
-        t = torch.full((channels,) if channels is not None else (), value)
-        if learn:
-            self.theta = nn.Parameter(t)                          # (C,) or ()
-        else:
-            self.register_buffer("theta", t)
+        self._init_theta((channels,) if channels is not None else (), theta_init, learn, name)
         self.spike_levels = None if spike_levels is None else check_int(spike_levels,
                                                                          "spike_levels", 1)
 
@@ -321,5 +343,5 @@ class SoftResetIF(nn.Module):
         return _step_loop(self, x, return_v)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, learn_theta={isinstance(self.theta, nn.Parameter)}, "
+        return (f"channels={self.channels}, learn_theta={isinstance(self.log_theta, nn.Parameter)}, "
                 f"spike_levels={self.spike_levels}")

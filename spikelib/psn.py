@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from spikelib._checks import check_int, check_tensor
+from spikelib.neurons import PositiveTheta
 from spikelib.surrogate import ATan
 
 __all__ = ["PSN", "MaskedPSN", "SlidingPSN", "masked_lambda"]
@@ -130,10 +131,11 @@ def masked_lambda(epoch: int, epochs: int) -> float:
     return min(1.0, 8.0 * epoch / (epochs - 1))
 
 
-class SlidingPSN(nn.Module):
+class SlidingPSN(PositiveTheta):
     """Sliding PSN: H_t = Σ_{i<P} w_i x_{t−P+1+i} (x_t = 0 for t < 0), S = Θ(H − θ).
 
-    A causal FIR filter of order P: ``weight[P − 1]`` weights the newest input. ``channels=None``
+    A causal FIR filter of order P: ``weight[P − 1]`` weights the newest input; θ > 0 is stored
+    as log θ (:class:`~spikelib.neurons.PositiveTheta`). ``channels=None``
     shares one kernel (P,) and one scalar θ across channels, as in SpikingJelly's ``SlidingPSN``;
     ``channels=C`` gives each channel its own kernel (C, P) and θ (C,) (ours). ``exp_init``: the
     kernel starts at (…, 1/4, 1/2, 1); otherwise uniform ±1/√P (Kaiming uniform, a = √5).
@@ -163,8 +165,7 @@ class SlidingPSN(nn.Module):
             bound = 1.0 / math.sqrt(order)      # Kaiming uniform (a = √5) with fan_in = P
             nn.init.uniform_(weight, -bound, bound)
         self.weight = nn.Parameter(weight)
-        theta = torch.full(() if channels is None else (channels,), float(theta_init))
-        self.theta = nn.Parameter(theta, requires_grad=learn_theta)
+        self._init_theta(() if channels is None else (channels,), theta_init, learn_theta)
 
     def _kernel(self, C: int) -> torch.Tensor:
         """Depthwise conv1d weight (C, 1, P)."""
@@ -183,15 +184,19 @@ class SlidingPSN(nn.Module):
         """S = Θ(H − θ), parallel over time: (B, T, C) -> (B, T, C)."""
         return self.surrogate(self.membrane(x) - self.theta)
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
-        """One step: x_t (B, C), state (B, C, P − 1) -> (s_t (B, C), new state)."""
+    def membrane_step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
+        """H_t of one step: x_t (B, C), state (B, C, P − 1) -> (h_t (B, C), new state)."""
         B, C = x_t.shape
         if state is None:
             state = x_t.new_zeros(B, C, self.order - 1)
         window = torch.cat([state, x_t.unsqueeze(-1)], dim=-1)           # (B, C, P)
         w = self._kernel(C).squeeze(1).to(x_t.dtype)                     # (C, P)
-        h_t = (window * w).sum(-1)                                       # (B, C)
-        return self.surrogate(h_t - self.theta), window[..., 1:]
+        return (window * w).sum(-1), window[..., 1:]                     # (B, C)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
+        """One step: x_t (B, C), state (B, C, P − 1) -> (s_t (B, C), new state)."""
+        h_t, state = self.membrane_step(x_t, state)
+        return self.surrogate(h_t - self.theta), state
 
     def forward_serial(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """The same spikes as ``forward``, one ``step`` at a time (O(C·P) state)."""

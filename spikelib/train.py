@@ -58,6 +58,7 @@ PROFILES = {     # epochs None: FULL_EPOCHS[dataset]; limits None: the whole spl
     "cpu": {"epochs": 3, "limit_train": None, "limit_eval": None, "model": SMALL_MODEL},
     "full": {"epochs": None, "limit_train": None, "limit_eval": None, "model": {}},
 }
+PROBE_BATCH = 256   # validation sequences of the per-epoch diagnostics (SequenceClassifier.probe)
 FULL_EPOCHS = {"fmnist": 20, "cifar10": 100, "cifar10-grey": 100, "adding": 30}
 CKPT_FORMAT = "spikelib-checkpoint-1"
 # RunConfig fields that do not change what is computed (may differ on --resume).
@@ -376,6 +377,10 @@ def train(cfg: RunConfig) -> dict:
     if start == 0 and (run_dir / "log.jsonl").exists():
         (run_dir / "log.jsonl").unlink()                 # a fresh run starts a fresh log
     run_dir.mkdir(parents=True, exist_ok=True)
+    if start == 0:          # data-dependent θ (theta_init_mode='rms'): the first training batch
+        first = epoch_order(len(splits.train), cfg.seed, 0)[:cfg.batch_size]
+        model.calibrate(splits.train.batch(first)[0].to(device))
+    probe_x, probe_y = splits.val.batch(torch.arange(min(PROBE_BATCH, len(splits.val))))
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         if hasattr(model, "on_epoch"):
@@ -388,7 +393,8 @@ def train(cfg: RunConfig) -> dict:
         history.append({"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"],
                         "val_loss": va["loss"], "val_acc": va["acc"],
                         "lr": sched.get_last_lr()[0], "train_s": t_train,
-                        "wall_s": time.perf_counter() - t0})
+                        "wall_s": time.perf_counter() - t0,
+                        "probe": model.probe(probe_x.to(device), probe_y.to(device), task)})
         save_checkpoint(run_dir / "checkpoint.pt", {
             "format": CKPT_FORMAT, "identity": ident, "epoch": epoch + 1,
             "run_config": cfg.to_dict(), "model_config": mcfg.to_dict(),

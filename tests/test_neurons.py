@@ -186,14 +186,13 @@ def test_soft_reset_if_clip_is_exact_in_both_forms(levels):
 
 def test_soft_reset_if_per_channel_theta_and_gradient():
     m = N.SoftResetIF(4, theta_init=1.0).double()
-    with torch.no_grad():
-        m.theta.copy_(torch.tensor([0.5, 0.75, 1.0, 2.0]))
+    m.set_theta(torch.tensor([0.5, 0.75, 1.0, 2.0]))
     x = dyadic((32, 30, 4), -1, 2.5, seed=5)
     s, v = check_three_forms(m, x)
     assert (v < m.theta).all()
     xg = x.clone().requires_grad_()
     loss = (m(xg) * torch.randn_like(x)).sum()
-    gx, gt = torch.autograd.grad(loss, (xg, m.theta))
+    gx, gt = torch.autograd.grad(loss, (xg, m.log_theta))
     assert torch.isfinite(gx).all() and gx.abs().sum() > 0
     assert torch.isfinite(gt).all() and (gt != 0).all()
 
@@ -203,8 +202,7 @@ def test_soft_reset_if_ste_gradient_positive_inputs():
     torch.manual_seed(6)
     theta = torch.tensor([0.5, 1.0, 3.0], dtype=F64)
     m = N.SoftResetIF(3).double()
-    with torch.no_grad():
-        m.theta.copy_(theta)
+    m.set_theta(theta)
     x = (torch.rand(4, 50, 3, dtype=F64) * 2 + 1e-3).requires_grad_()
     w = torch.randn_like(x)
     (g_par,) = torch.autograd.grad((m(x) * w).sum(), x)
@@ -229,9 +227,9 @@ def test_threshold_spike():
     s = m(y)
     assert torch.equal(s, (y >= 0.5).to(F64)) and torch.equal(s, m.forward_serial(y))
     s.sum().backward()
-    assert m.theta.grad.shape == (5,) and (m.theta.grad < 0).all() and (y.grad > 0).all()
+    assert m.log_theta.grad.shape == (5,) and (m.log_theta.grad < 0).all() and (y.grad > 0).all()
     fixed = N.ThresholdSpike(5, learn_theta=False)
-    assert list(fixed.parameters()) == [] and "theta" in fixed.state_dict()
+    assert list(fixed.parameters()) == [] and "log_theta" in fixed.state_dict()
     assert m.step(y[:, 0])[1] is None
 
 

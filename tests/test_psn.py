@@ -25,7 +25,8 @@ def _close(a, b, rel=1e-10):
 
 def _compare(ours, oracle, x, params):
     """Spikes identical and gradients equal for x (B, T, C); oracle takes (T, B, C).
-    ``params``: [(our parameter, oracle parameter, sign)]."""
+    ``params``: [(our parameter, oracle parameter, factor)]: our gradient = factor × the
+    oracle's (−θ for log θ against the oracle's bias = −θ: ∂/∂log θ = θ ∂/∂θ = −θ ∂/∂bias)."""
     g = torch.randn_like(x)
     xa = x.clone().requires_grad_()
     xb = x.clone().requires_grad_()
@@ -36,8 +37,8 @@ def _compare(ours, oracle, x, params):
     (sa * g).sum().backward()
     (sb * g).sum().backward()
     _close(xa.grad, xb.grad)
-    for p, q, sign in params:
-        _close(p.grad, sign * q.grad)
+    for p, q, factor in params:
+        _close(p.grad, factor * q.grad)
 
 
 def _matches_oracle(ours, oracle, x, params, shift=0.0):
@@ -150,7 +151,8 @@ def test_sliding_psn_shared_matches_spikingjelly(P, T):
     assert torch.equal(ours.weight.detach(), oracle.weight.detach())   # same exp init
     x = torch.randn(3, T, 4, dtype=F64) * 2
     _matches_oracle(ours, oracle, x, [(ours.weight, oracle.weight, 1),
-                                      (ours.theta, oracle.bias, -1)], shift=ours.theta)
+                                      (ours.log_theta, oracle.bias, -ours.theta.detach())],
+                    shift=ours.theta)
 
 
 def test_sliding_psn_per_channel_matches_spikingjelly_channel_by_channel():
@@ -158,8 +160,7 @@ def test_sliding_psn_per_channel_matches_spikingjelly_channel_by_channel():
     torch.manual_seed(3)
     P, T, B, C = 5, 11, 3, 4
     ours = SlidingPSN(P, channels=C, exp_init=False).double()
-    with torch.no_grad():
-        ours.theta.copy_(torch.tensor([0.2, 0.5, -0.1, 0.3]))
+    ours.set_theta(torch.tensor([0.2, 0.5, 0.05, 0.3]))
     assert ours.weight.shape == (C, P) and ours.theta.shape == (C,)
     assert ours.weight.abs().max() <= 1 / math.sqrt(P)
     x = torch.randn(B, T, C, dtype=F64) * 2
@@ -176,7 +177,7 @@ def test_sliding_psn_per_channel_matches_spikingjelly_channel_by_channel():
         (sb * g[..., c:c + 1]).sum().backward()
         _close(xa.grad[..., c:c + 1], xb.grad)
         _close(ours.weight.grad[c], oracle.weight.grad)
-        _close(ours.theta.grad[c], -oracle.bias.grad)
+        _close(ours.log_theta.grad[c], -ours.theta[c].detach() * oracle.bias.grad)
 
 
 @pytest.mark.parametrize("L", [1, 7, 64, 1000])
@@ -220,4 +221,6 @@ def test_sliding_psn_streaming_state_and_checks():
     with pytest.raises(ValueError, match="x"):
         m(torch.randn(5, 2, dtype=F64))
     assert SlidingPSN(3, learn_theta=False).theta.requires_grad is False
+    with pytest.raises(ValueError, match="theta"):
+        m.set_theta(torch.tensor([0.5, -0.1]))
     assert isinstance(SlidingPSN(3).surrogate, ATan)
