@@ -60,11 +60,12 @@ def state_sizes(model, length: int, device: torch.device) -> list[dict]:
     x = torch.randn(1, length, model.cfg.d_input, device=device)
     state, after_one = None, None
     for t in range(length):
-        _, _, state = model.step(x[:, t], state)
+        _, state = model.step(x[:, t], state)
         if t == 0:
-            after_one = [(nbytes(ssm), nbytes(spk)) for ssm, spk in state]
+            after_one = [(nbytes(st["ssm"]), nbytes(st["spike"])) for st in state["layers"]]
     rows = []
-    for i, ((ssm, spk), first) in enumerate(zip(state, after_one)):
+    for i, (st, first) in enumerate(zip(state["layers"], after_one)):
+        ssm, spk = st["ssm"], st["spike"]
         rows.append({"layer": i, "ssm_bytes": nbytes(ssm), "spike_bytes": nbytes(spk),
                      "total_bytes": nbytes(ssm) + nbytes(spk),
                      "total_bytes_after_1_step": sum(first),

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from _bench import common_args, record, result_path, setup
-from spikelib.models import MODELS, build, serial_agreement
+from spikelib.diagnostics import serial_agreement
+from spikelib.models import MODELS, build
 from spikelib.results import sync, write_result
 
 

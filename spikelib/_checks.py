@@ -1,25 +1,49 @@
 """Input validation shared by the public entry points.
 
-Checks run once, where a user hands data to spikelib (model forward, CLI, constructors) or behind
-a ``validate=`` flag; never inside a per-step loop (``isfinite().all()`` syncs the GPU).
-Every failure is one ``ValueError`` that names the argument and says what was expected.
+Every public module and function checks what it is handed — rank, channel count, a floating
+dtype, no NaN or Inf — and a failure is one ``ValueError`` that names the argument and says
+what to do. Rank, channels and dtype cost nothing; the NaN/Inf scan reads every value (and
+waits for a GPU), so training, which checks its data once where it is loaded, switches that
+scan off around its steps with :func:`finite_checks` ``(False)``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+
+_FINITE = [True]      # whether check_tensor(finite=True) scans values (see finite_checks)
+
+
+@contextmanager
+def finite_checks(enabled: bool):
+    """Within the block, ``check_tensor(..., finite=True)`` scans for NaN/Inf only if
+    ``enabled`` (rank, channel and dtype checks always run)."""
+    before = _FINITE[0]
+    _FINITE[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FINITE[0] = before
 
 
 def check_tensor(x, name: str, ndim: int | tuple[int, ...] | None = None, *,
-                 channels: int | None = None, finite: bool = True) -> torch.Tensor:
-    """Check that ``x`` is a real floating/bool/int tensor of the right rank and channel count.
+                 channels: int | None = None, floating: bool = False,
+                 finite: bool = True) -> torch.Tensor:
+    """Check that ``x`` is a real tensor of the right rank and channel count.
 
     ``ndim`` may be a tuple of allowed ranks. ``channels`` is checked against the last axis.
+    ``floating``: integer and bool tensors are rejected (with the fix). ``finite``: NaN and Inf
+    are rejected, unless switched off by :func:`finite_checks` (training does, see there).
     Returns ``x`` unchanged so it can be used inline.
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.is_complex() or not (x.is_floating_point() or x.dtype in _INT_DTYPES):
         raise ValueError(f"{name}: expected a real numeric tensor, got dtype {x.dtype}")
+    if floating and not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got {x.dtype}; "
+                         f"convert it first, e.g. {name}.float()")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.dim() not in allowed:
@@ -28,7 +52,7 @@ def check_tensor(x, name: str, ndim: int | tuple[int, ...] | None = None, *,
     if channels is not None and x.shape[-1] != channels:
         raise ValueError(f"{name}: expected {channels} channels on the last axis, "
                          f"got shape {tuple(x.shape)}")
-    if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if finite and _FINITE[0] and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: contains NaN or Inf; clean the input "
                          f"(e.g. torch.nan_to_num) before passing it")
     return x

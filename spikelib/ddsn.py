@@ -1,10 +1,11 @@
 """The dynamic-decay spiking neuron and the stable parallel scan of h_t = a_t h_{t−1} + b_t.
 
-Huang et al. 2026 (arXiv 2602.01133). What we know and from where (see ddsn.md):
+Huang et al. 2026 (arXiv 2602.01133). What we know and from where:
 
 - paper (abstract): a neuron with input-dependent decay that trains in parallel and infers
   serially; 25.6× training speed-up over PSN at length 16k; trained at 2k, stable to 30k.
-- paper, second-hand: h_t = α_t h_{t−1} + (1 − α_t) x_t with no reset (spikes never fed back);
+- paper, second-hand (known from a third-party summary of the paper; likely right,
+  unverified): h_t = α_t h_{t−1} + (1 − α_t) x_t with no reset (spikes never fed back);
   α_t = sigmoid(CausalConv1D(x_{t−k+1..t}))^{1/τ}; s_t = clip(round(h_t), 0, N); defaults
   k = 4, τ = 0.25, N = 4.
 - ours: the log-space gate log α = −(1/τ)·softplus(−z) clamped at −20, 1 − α = −expm1(log α),
@@ -13,7 +14,7 @@ Huang et al. 2026 (arXiv 2602.01133). What we know and from where (see ddsn.md):
 Since α_t ∈ (0, 1), h_t = Σ_{i≤t} (Π_{j=i+1..t} α_j)(1 − α_i) x_i is a convex combination of
 the inputs so far: |h_t| ≤ max_{i≤t} |x_i| at any length, with no reset.
 
-The scan (ours; a blocked scan after ddsn.md §3): split time into chunks of Q steps. Inside every
+The scan (ours; a blocked scan): split time into chunks of Q steps. Inside every
 chunk run the recurrence itself from a zero state — Q steps, each one vectorised over all
 B·(L/Q)·C chunk-channels at once — which gives the local part; with ℓ_t = Σ_{j≤t} log a_j
 counted from the chunk start, the state h_in entering the chunk then adds
@@ -23,7 +24,7 @@ counted from the chunk start, the state h_in entering the chunk then adds
 where ℓ_t ≤ 0, so exp never overflows, and log a = −inf (a = 0) is exact. The entering states
 are a linear recurrence over chunks, h_in' = exp(ℓ_Q) h_in + local_Q, solved by the same routine
 (recursively, until one chunk remains). Work O(B·L·C), memory O(B·L·C), Q + O(1) dispatched
-operations per level and ⌈log_Q L⌉ levels. ddsn.md §3 recommends the matrix form instead
+operations per level and ⌈log_Q L⌉ levels. The usual chunked form is a matrix product instead
 (local = W·b with the Q×Q weights W_ti = exp(ℓ_t − ℓ_i)): it does the same arithmetic Q times
 over, and on a CPU it measured 16× slower at Q = 16 (B 64, L 784, C 32) with the same fp32 error
 as the loop; on a GPU the two are unmeasured. Never divide by a running product Π a: it
@@ -40,7 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from spikelib._checks import check_int, check_positive, check_tensor
-from spikelib.surrogate import ATan, straight_through
+from spikelib.surrogate import or_default, straight_through
+from spikelib.temporal import Temporal
 
 __all__ = ["linear_scan", "linear_scan_loop", "DynamicDecayNeuron"]
 
@@ -114,17 +116,15 @@ class _LinearScan(torch.autograd.Function):
 
 
 def _check_scan_args(log_a, b, h0):
-    check_tensor(log_a, "log_a", 3, finite=False)
-    check_tensor(b, "b", 3, finite=False)
+    check_tensor(log_a, "log_a", 3, floating=True, finite=False)     # −inf: a reset (a = 0)
+    check_tensor(b, "b", 3, floating=True)
     if log_a.shape != b.shape:
         raise ValueError(f"log_a, b: expected equal shapes (B, L, C), got {tuple(log_a.shape)} "
                          f"and {tuple(b.shape)}")
-    if not (log_a.is_floating_point() and b.is_floating_point()):
-        raise ValueError("log_a, b: expected floating-point tensors")
     if b.shape[1] < 1:
         raise ValueError(f"b: expected at least one time step, got shape {tuple(b.shape)}")
     if h0 is not None:
-        check_tensor(h0, "h0", 2, finite=False)
+        check_tensor(h0, "h0", 2, floating=True)
         if h0.shape != (b.shape[0], b.shape[2]):
             raise ValueError(f"h0: expected shape (B, C) = {(b.shape[0], b.shape[2])}, "
                              f"got {tuple(h0.shape)}")
@@ -163,8 +163,8 @@ def linear_scan_loop(log_a: torch.Tensor, b: torch.Tensor,
     return torch.stack(out, dim=1)                                         # (B, L, C)
 
 
-class DynamicDecayNeuron(nn.Module):
-    """Dynamic-decay spiking neuron (Huang et al. 2026; equations second-hand, see ddsn.md).
+class DynamicDecayNeuron(Temporal):
+    """Dynamic-decay spiking neuron (Huang et al. 2026; equations second-hand: module docstring).
 
         z_t     = c + Σ_{i<k} w_i x_{t−k+1+i}          depthwise causal conv, zero left padding
                                                        (``gate_weight[:, k−1]`` weights x_t)
@@ -176,8 +176,8 @@ class DynamicDecayNeuron(nn.Module):
 
     forward(x)          (B, L, C) -> spikes (B, L, C), parallel: conv + :func:`linear_scan`
     forward_serial(x)   the same with a loop over ``step``
-    step(x_t, state)    (B, C) -> (s_t, state), state = dict(h (B, C), buf (B, C, k−1) the
-                        last k−1 inputs, oldest first): O(C·k), independent of L
+    step(x_t, state)    (B, C) -> (s_t, state), state = {"h": (B, C), "buf": (B, C, k−1) the
+                        last k−1 inputs, oldest first}: O(C·k), independent of L
     membrane(x)         h (B, L, C)
     ``forward``, ``forward_serial`` and ``membrane`` take ``state`` (continue a stream) and
     ``forward``/``forward_serial`` take ``return_state=True`` (also return the state after x).
@@ -198,7 +198,7 @@ class DynamicDecayNeuron(nn.Module):
         self.spike = spike
         self.spike_levels = check_int(spike_levels, "spike_levels", 1)
         self.theta = check_positive(theta, "theta")
-        self.surrogate = ATan(2.0) if surrogate is None else surrogate
+        self.surrogate = or_default(surrogate)
         self.chunk = check_int(chunk, "chunk", 1)
         bound = 0.1 / math.sqrt(self.k)
         self.gate_weight = nn.Parameter(torch.empty(channels, self.k).uniform_(-bound, bound))
@@ -221,13 +221,16 @@ class DynamicDecayNeuron(nn.Module):
         window = ((h.detach() > -0.5) & (h.detach() < N + 0.5)).to(h.dtype)
         return straight_through(hard, h * window)                          # ∂s/∂h = window
 
-    def initial_state(self, x_t: torch.Tensor) -> dict:
-        B, C = x_t.shape
-        return {"h": x_t.new_zeros(B, C), "buf": x_t.new_zeros(B, C, self.k - 1)}
+    def initial_state(self, batch: int, channels: int | None = None, *, device=None,
+                      dtype=None) -> dict:
+        """{"h": zeros (B, C), "buf": zeros (B, C, k − 1)}."""
+        C = self.channels
+        return {"h": torch.zeros(batch, C, device=device, dtype=dtype),
+                "buf": torch.zeros(batch, C, self.k - 1, device=device, dtype=dtype)}
 
     # -- parallel form ----------------------------------------------------------------------
     def _membrane(self, x: torch.Tensor, state: dict | None):
-        B, L, C = check_tensor(x, "x", 3, channels=self.channels, finite=False).shape
+        B, L, C = check_tensor(x, "x", 3, channels=self.channels, floating=True).shape
         u = x.transpose(1, 2)                                                # (B, C, L)
         if state is None:
             u = F.pad(u, (self.k - 1, 0))                                    # (B, C, L+k−1)
@@ -254,24 +257,15 @@ class DynamicDecayNeuron(nn.Module):
 
     # -- serial form ------------------------------------------------------------------------
     def step(self, x_t: torch.Tensor, state: dict | None = None):
-        """One step: x_t (B, C) -> (s_t (B, C), dict(h, buf))."""
+        """One step: x_t (B, C) -> (s_t (B, C), {"h", "buf"})."""
+        check_tensor(x_t, "x_t", 2, channels=self.channels, floating=True)
         if state is None:
-            state = self.initial_state(x_t)
+            state = self.initial_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype)
         window = torch.cat([state["buf"], x_t.unsqueeze(-1)], dim=-1)       # (B, C, k)
         z = (window * self.gate_weight).sum(-1) + self.gate_bias             # (B, C)
         log_a = self.log_alpha(z)
         h = log_a.exp() * state["h"] - torch.expm1(log_a) * x_t             # (B, C)
         return self.fire(h), {"h": h, "buf": window[..., 1:]}
-
-    def forward_serial(self, x: torch.Tensor, state: dict | None = None,
-                       return_state: bool = False):
-        """The same spikes as ``forward``: a Python loop over ``step``."""
-        out = []
-        for t in range(x.shape[1]):
-            s_t, state = self.step(x[:, t], state)
-            out.append(s_t)
-        s = torch.stack(out, dim=1)                                          # (B, L, C)
-        return (s, state) if return_state else s
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, gate_kernel={self.k}, gate_tau={self.tau:g}, "

@@ -13,7 +13,7 @@ C ~ CN(0, 1) (stored as a real view (H, N/2, 2)); D ~ N(0, 1). Zero-order hold:
     x_t = dA x_{t−1} + dB u_t,   y_t = 2 Re Σ_n C_n x_{t,n} + D u_t            (serial, ``step``)
     K_ℓ = 2 Re Σ_n C_n dB_n dA_n^ℓ,   y = K ∗ u + D u                            (parallel, ``forward``)
 
-The causal convolution is an FFT of length 2L (no wrap-around). Precision (reconstruction.md §5):
+The causal convolution is an FFT of length 2L (no wrap-around). Precision (ours):
 the kernel, the FFT and the recurrence run in float32 — float64/complex128 when the input or the
 parameters are float64 — with autocast switched off locally (``torch.fft`` rejects bf16 and
 complex phases ΔA_n ℓ lose accuracy in half precision). Outputs are cast back to the input dtype.
@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from spikelib._checks import check_int, check_positive, check_tensor
+from spikelib.temporal import Temporal
 
 
 def register(module: nn.Module, name: str, tensor: torch.Tensor, lr: float | None = None):
@@ -111,15 +112,25 @@ class S4DKernel(nn.Module):
             return 2 * torch.einsum("hn,hnl->hl", CB, V).real                     # (H L)
 
 
-class S4D(nn.Module):
+def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """y_t = Σ_{j≤t} k_j u_{t−j}: u (B, L, C), k (C, L) one kernel per channel or (L,) shared ->
+    (B, L, C). FFT of length 2L, so nothing wraps around; O(L log L) (s4d.py's three lines)."""
+    L = u.shape[1]
+    k_f = torch.fft.rfft(k, n=2 * L, dim=-1)                                      # (C L+1)
+    k_f = k_f.T if k.dim() == 2 else k_f[:, None]                                # (L+1 C)
+    u_f = torch.fft.rfft(u, n=2 * L, dim=1)                                       # (B L+1 C)
+    return torch.fft.irfft(u_f * k_f, n=2 * L, dim=1)[:, :L]                      # (B L C)
+
+
+class S4D(Temporal):
     """S4D layer: u (B, L, H) -> y (B, L, H), y = K ∗ u + D u (the SSM only: no activation,
     dropout or output mixing, which live in the model's block).
 
     ``forward`` — FFT convolution, parallel over time (float32/float64, autocast off, output in
-    the input dtype); ``forward_serial`` — the recurrence x_t = dA x_{t−1} + dB u_t,
-    y_t = 2 Re(C x_t) + D u_t as a Python loop over time (the same update as ``step``, with the
-    discretisation computed once); ``step(u_t (B, H), state (B, H, N/2) complex or None)``.
-    Odd ``d_state`` is a ValueError. ``lr`` is the SSM learning rate (see :func:`register`).
+    the input dtype); ``step(u_t (B, H), state)`` — the recurrence x_t = dA x_{t−1} + dB u_t,
+    y_t = 2 Re(C x_t) + D u_t with state {"x": (B, H, N/2) complex}; ``forward_serial`` loops
+    over ``step``. Odd ``d_state`` is a ValueError. ``lr`` is the SSM learning rate (see
+    :func:`register`).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1,
@@ -129,32 +140,14 @@ class S4D(nn.Module):
         self.d_model, self.d_state = d_model, d_state
         self.D = nn.Parameter(torch.randn(d_model))                               # (H)
 
-    def _check(self, u, ndim):
-        check_tensor(u, "u", ndim, channels=self.d_model)
-        if not u.is_floating_point():
-            raise ValueError(f"u: expected a floating tensor, got {u.dtype}")
-
-    def forward(self, u: torch.Tensor, validate: bool = False) -> torch.Tensor:
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
         """y = irfft(rfft(u, 2L) · rfft(K, 2L))[:L] + D u.   u (B, L, H) -> y (B, L, H)."""
-        if validate:
-            self._check(u, 3)
-        L = u.shape[1]
+        check_tensor(u, "u", 3, channels=self.d_model, floating=True)
         real = _compute_dtype(u.dtype, self.D.dtype)
         with _no_autocast(u.device):
-            k = self.kernel(L, real)                                              # (H L)
             v = u.to(real)                                                        # (B L H)
-            k_f = torch.fft.rfft(k, n=2 * L, dim=-1).transpose(0, 1)              # (L+1 H)
-            u_f = torch.fft.rfft(v, n=2 * L, dim=1)                               # (B L+1 H)
-            y = torch.fft.irfft(u_f * k_f, n=2 * L, dim=1)[:, :L]                 # (B L H)
-            y = y + v * self.D.to(real)                                           # (B L H)
+            y = causal_conv(v, self.kernel(u.shape[1], real)) + v * self.D.to(real)
         return y.to(u.dtype)
-
-    @staticmethod
-    def _update(u_t, x, dA, dB, C2, D):
-        """x_t = dA x_{t−1} + dB u_t ; y_t = Re Σ_n (2C)_n x_{t,n} + D u_t."""
-        x = dA * x + dB * u_t.unsqueeze(-1)                                       # (B H N)
-        y = torch.einsum("hn,bhn->bh", C2, x).real + D * u_t                      # (B H)
-        return y, x
 
     def _prepare(self, u):
         """(real dtype, dA, dB, 2C, D) for the recurrence. With autograd off (inference) they
@@ -171,31 +164,27 @@ class S4D(nn.Module):
         self._cache = (key, out) if not torch.is_grad_enabled() else (None,)
         return out
 
-    def step(self, u_t: torch.Tensor, state: torch.Tensor | None = None):
-        """One step: u_t (B, H), state x (B, H, N/2) complex (None: zeros) -> (y_t (B, H), x)."""
+    def initial_state(self, batch: int, channels: int | None = None, *, device=None,
+                      dtype=None) -> dict:
+        """{"x": zeros (B, H, N/2)}, complex128 for float64 ``dtype`` or parameters, else
+        complex64."""
+        real = _compute_dtype(dtype or torch.float32, self.D.dtype)
+        cplx = torch.complex128 if real == torch.float64 else torch.complex64
+        return {"x": torch.zeros(batch, self.d_model, self.d_state // 2, dtype=cplx,
+                                 device=device if device is not None else self.D.device)}
+
+    def step(self, u_t: torch.Tensor, state: dict | None = None):
+        """x_t = dA x_{t−1} + dB u_t ; y_t = Re Σ_n (2C)_n x_{t,n} + D u_t.
+        u_t (B, H), state {"x": (B, H, N/2)} or None -> (y_t (B, H), state)."""
+        check_tensor(u_t, "u_t", 2, channels=self.d_model, floating=True)
+        if state is None:
+            state = self.initial_state(u_t.shape[0], device=u_t.device, dtype=u_t.dtype)
         with _no_autocast(u_t.device):
             real, dA, dB, C2, D = self._prepare(u_t)
-            if state is None:
-                state = torch.zeros(*u_t.shape, self.d_state // 2, dtype=dA.dtype,
-                                    device=u_t.device)                            # (B H N)
-            y, x = self._update(u_t.to(real), state.to(dA.dtype), dA, dB, C2, D)
-        return y.to(u_t.dtype), x
-
-    def forward_serial(self, u: torch.Tensor, validate: bool = False) -> torch.Tensor:
-        """Same result as ``forward`` by the recurrence, one time step at a time."""
-        if validate:
-            self._check(u, 3)
-        B, L, H = u.shape
-        with _no_autocast(u.device):
-            real, dA, dB, C2, D = self._prepare(u)
-            v = u.to(real)                                                        # (B L H)
-            x = torch.zeros(B, H, self.d_state // 2, dtype=dA.dtype, device=u.device)  # (B H N)
-            ys = []
-            for t in range(L):
-                y_t, x = self._update(v[:, t], x, dA, dB, C2, D)                  # (B H)
-                ys.append(y_t)
-            y = torch.stack(ys, dim=1) if ys else v.new_zeros(B, 0, H)            # (B L H)
-        return y.to(u.dtype)
+            v = u_t.to(real)                                                      # (B H)
+            x = dA * state["x"].to(dA.dtype) + dB * v.unsqueeze(-1)               # (B H N)
+            y = torch.einsum("hn,bhn->bh", C2, x).real + D * v                    # (B H)
+        return y.to(u_t.dtype), {"x": x}
 
     def state_cost(self) -> int:
         """Real multiply-accumulates per time step of the serial update, H (4N + 1):

@@ -1,4 +1,4 @@
-"""Accuracy, firing rates, synaptic operations and an energy estimate (reconstruction.md §8).
+"""Accuracy, firing rates, synaptic operations and an energy estimate (conventions: ours).
 
 Firing rate of a layer = mean of |s| over (batch, time, channels): an OFF spike (−1) is an event
 like an ON spike (+1), so signed spikes never cancel. Integer spikes (soft-reset IF, integer
@@ -7,7 +7,7 @@ Synaptic operations of a spike-fed Linear with ``fan_out`` outputs, per sequence
 
     SOPs = Σ_t Σ_in |s_{t,in}| · fan_out   (= rate · L · dense MACs per step)
 
-Energy (Horowitz, ISSCC 2014, 45 nm; the convention of the SNN literature, see anchors.md):
+Energy (Horowitz, ISSCC 2014, 45 nm; the convention of the SNN literature):
 E_AC = 0.9 pJ per synaptic operation of a spike-fed layer, E_MAC = 4.6 pJ per multiply-accumulate
 of a layer fed real values (encoder, GLU product, readout, the SSM's serial state update).
 Like the papers we leave out norms, non-linearities and memory traffic. Unlike most of them we
@@ -87,10 +87,34 @@ class SpikeCounter:
                 "sequences": self.sequences, "length": self.length}
 
 
+# neuron-internal arithmetic per channel and step (MACs; ours): the PSN window, the LIF update,
+# the decay gate's convolution and update, the soft-reset IF's accumulate
+_NEURON_MACS = {"s4d": lambda c: 0, "frssm": lambda c: 0, "pssm": lambda c: c.psn_order,
+                "lif": lambda c: 2, "ddsn": lambda c: c.gate_kernel + 2, "sif": lambda c: 1}
+
+
+def op_counts(model, length: int) -> dict:
+    """Operation counts per sequence of length L of a :class:`~spikelib.models.SequenceClassifier`
+    (the input of :func:`energy`): dense MACs of the encoder, each layer's mixing Linear
+    (``mix_macs``, fan-out 2H), GLU products, readout (and the mean's accumulation), the S4D
+    serial state update (``S4D.state_cost`` per step) and the neurons' own arithmetic."""
+    c, L, H = model.cfg, length, model.cfg.d_model
+    return {
+        "spiking": model.spiking, "length": L, "mix_fan_out": 2 * H,
+        "encoder_macs": L * c.d_input * H,
+        "mix_macs": [L * H * 2 * H] * c.n_layers,
+        "glu_macs": [L * H] * c.n_layers,
+        "readout_macs": H * c.n_classes,
+        "readout_adds": L * H if c.readout == "mean" else 0,
+        "state_macs": [L * layer.ssm.state_cost() for layer in model.layers],
+        "neuron_macs": [L * H * _NEURON_MACS[c.name](c)] * c.n_layers,
+    }
+
+
 def energy(ops: dict, layer_sops: Sequence[float] | None) -> dict:
     """Energy per sequence in pJ from a model's operation counts and the measured SOPs.
 
-    ``ops`` is ``SequenceClassifier.op_counts(L)``: dense MACs per sequence of the encoder,
+    ``ops`` is :func:`op_counts` (model, L): dense MACs per sequence of the encoder,
     of each layer's mixing Linear (``mix_macs``), GLU products, readout (``readout_macs`` and
     mean accumulation ``readout_adds``), S4D state update (``state_macs``) and neuron arithmetic
     (``neuron_macs``), and ``spiking`` (whether the mixing Linear is fed spikes). For a spiking

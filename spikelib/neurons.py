@@ -1,6 +1,6 @@
 """Spiking neurons as binary-activated RNNs: threshold spike, IF/LIF with reset, parallel soft IF.
 
-Conventions (reconstruction.md §2): tensors are (B, L, C); Θ(x) = 1 if x ≥ 0 else 0;
+Conventions (ours, following SpikingJelly): tensors are (B, L, C); Θ(x) = 1 if x ≥ 0 else 0;
 V_0 = V_reset = 0. A neuron is charge, fire, reset (the SpikingJelly decomposition):
 
     charge  IF:  H_t = V_{t−1} + X_t
@@ -14,8 +14,10 @@ membrane is the causal convolution h = k ∗ x with k_j = (1 − β) β^j (``lea
 one-state diagonal SSM, so it is computed in parallel. The one exact parallel form *with* a reset
 is ``SoftResetIF`` (Proposition A, ours): soft reset = quantisation of the running integral.
 
-Every temporal module has ``forward`` (parallel where a parallel form exists), ``forward_serial``
-(a loop over ``step``) and ``step(x_t, state) -> (s_t, state)`` with explicit state.
+Every neuron is a :class:`~spikelib.temporal.Temporal` module: ``forward`` (parallel where a
+parallel form exists), ``forward_serial`` (a loop over ``step``), ``step(x_t, state) ->
+(s_t, state)`` and ``initial_state``. Inputs are checked for rank, channels and a floating
+dtype; a NaN input gives NaN spikes, never clean 0/1 ones (``spikelib.surrogate.heaviside``).
 """
 from __future__ import annotations
 
@@ -24,8 +26,11 @@ import math
 import torch
 from torch import nn
 
-from spikelib._checks import check_int, check_positive
-from spikelib.surrogate import ATan, floor_ste
+from spikelib._checks import check_int, check_positive, check_tensor
+from spikelib.memory import causal_conv
+from spikelib.refractory import refractory_scan
+from spikelib.surrogate import floor_ste, or_default
+from spikelib.temporal import Temporal, serial
 
 __all__ = ["PositiveTheta", "ThresholdSpike", "IFNeuron", "LIFNeuron", "lif_kernel",
            "leaky_integrate", "SoftResetIF"]
@@ -42,21 +47,14 @@ def _check_tau(tau) -> float:
     return tau
 
 
-def _stack(steps: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(steps, dim=1)                         # L × (B, C) -> (B, L, C)
+def _serial_v(neuron, x: torch.Tensor, return_v: bool):
+    """The serial form of a neuron with membrane state ``v``: spikes [, V after every step]."""
+    check_tensor(x, "x", 3, channels=getattr(neuron, "channels", None), floating=True)
+    s, _, v = serial(neuron, x, keep=(lambda st: st["v"]) if return_v else None)
+    return (s, v) if return_v else s
 
 
-def _step_loop(neuron, x: torch.Tensor, return_v: bool):
-    """The serial form shared by the neurons: a loop over ``neuron.step``, keeping V_t."""
-    state, spikes, volts = None, [], []
-    for t in range(x.shape[1]):                               # x (B, L, C)
-        s, state = neuron.step(x[:, t], state)
-        spikes.append(s)
-        volts.append(state["v"])
-    return (_stack(spikes), _stack(volts)) if return_v else _stack(spikes)
-
-
-class PositiveTheta(nn.Module):
+class PositiveTheta(Temporal):
     """Base of every module with a threshold: θ = max(exp(log_theta), 1e-6) stays positive
     whatever the optimiser does to ``log_theta`` (a learnable θ stored as is can reach 0 or
     below, where spikes mean nothing and the soft reset divides by zero; the floor only guards
@@ -87,8 +85,8 @@ class ThresholdSpike(PositiveTheta):
     """Memoryless spike: s = Θ(y − θ) with a per-channel threshold θ > 0 (learnable by default,
     stored as log θ, see :class:`PositiveTheta`).
 
-    forward(y): (B, L, C) -> (B, L, C) (any shape whose last axis is C); step(y_t, state):
-    (B, C) -> (s_t, None). Gradient: the surrogate's, w.r.t. y and θ.
+    forward(y): (B, L, C) -> (B, L, C); step(y_t, state): (B, C) -> (s_t, {}). Gradient: the
+    surrogate's, w.r.t. y and θ.
     """
 
     def __init__(self, channels: int, theta_init: float = 1.0, learn_theta: bool = True,
@@ -96,25 +94,28 @@ class ThresholdSpike(PositiveTheta):
         super().__init__()
         self.channels = check_int(channels, "channels", 1)
         self._init_theta((channels,), theta_init, learn_theta)
-        self.surrogate = ATan(2.0) if surrogate is None else surrogate
+        self.surrogate = or_default(surrogate)
+
+    def membrane(self, y: torch.Tensor) -> torch.Tensor:
+        """What the threshold sees: y itself."""
+        return y
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        check_tensor(y, "y", 3, channels=self.channels, floating=True)
         return self.surrogate(y - self.theta.to(y.dtype))     # (B, L, C)
 
     def step(self, y_t: torch.Tensor, state=None):
-        return self.surrogate(y_t - self.theta.to(y_t.dtype)), None   # (B, C)
-
-    def forward_serial(self, y: torch.Tensor) -> torch.Tensor:
-        return _stack([self.step(y[:, t])[0] for t in range(y.shape[1])])
+        check_tensor(y_t, "y_t", 2, channels=self.channels, floating=True)
+        return self.surrogate(y_t - self.theta.to(y_t.dtype)), {}   # (B, C)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, surrogate={self.surrogate!r}"
 
 
-class _ResetNeuron(nn.Module):
+class _ResetNeuron(Temporal):
     """Charge–fire–reset neuron with an optional fixed refractory period; see IFNeuron/LIFNeuron.
 
-    Refractory period R (reconstruction.md §2): s_t = c_t ∏_{k=1..R} (1 − s_{t−k}) with the
+    Refractory period R (ours): s_t = c_t ∏_{k=1..R} (1 − s_{t−k}) with the
     crossing c_t = Θ(H_t − θ), kept as a countdown r: a spike sets r = R, each step lowers r by
     one, and a crossing fires only when r = 0 (the mask carries no gradient), so no two spikes are
     closer than R + 1 steps. During refractoriness the membrane keeps integrating and is not reset
@@ -133,18 +134,26 @@ class _ResetNeuron(nn.Module):
         if not isinstance(detach_reset, bool):
             raise ValueError(f"detach_reset: expected a bool, got {detach_reset!r}")
         self.detach_reset = detach_reset
-        self.surrogate = ATan(2.0) if surrogate is None else surrogate
+        self.surrogate = or_default(surrogate)
 
     def charge(self, x_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def initial_state(self, batch: int, channels: int | None = None, *, device=None,
+                      dtype=None) -> dict:
+        """{"v": membrane V_0 = 0 (B, C), "r": refractory countdown 0 (B, C) int64}."""
+        if channels is None:
+            raise ValueError("channels: this neuron works on any channel count; pass it")
+        return {"v": torch.zeros(batch, channels, device=device, dtype=dtype),
+                "r": torch.zeros(batch, channels, device=device, dtype=torch.long)}
+
     def step(self, x_t: torch.Tensor, state=None):
         """One step: x_t (B, C), state dict(v=(B, C) membrane, r=(B, C) long countdown) or None
         (V = 0, r = 0) -> (s_t (B, C), new state)."""
+        check_tensor(x_t, "x_t", 2, floating=True)
         if state is None:
-            v, r = torch.zeros_like(x_t), torch.zeros_like(x_t, dtype=torch.long)
-        else:
-            v, r = state["v"], state["r"]
+            state = self.initial_state(*x_t.shape, device=x_t.device, dtype=x_t.dtype)
+        v, r = state["v"], state["r"]
         h = self.charge(x_t, v)                                  # H_t (B, C)
         s = self.surrogate(h - self.theta)                       # c_t = Θ(H_t − θ)
         if self.refractory > 0:
@@ -161,18 +170,23 @@ class _ResetNeuron(nn.Module):
 
     def forward_serial(self, x: torch.Tensor, return_v: bool = False):
         """Loop over ``step``: x (B, L, C) -> spikes (B, L, C) [, V after reset (B, L, C)]."""
-        return _step_loop(self, x, return_v)
+        return _serial_v(self, x, return_v)
 
     def membrane_noreset(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, return_v: bool = False):
-        """x (B, L, C) -> spikes (B, L, C) [, V (B, L, C)]. Parallel when reset='none' and
-        refractory=0 (membrane by convolution, then Θ); else the serial loop (its only form)."""
-        if self.reset != "none" or self.refractory > 0:
+        """x (B, L, C) -> spikes (B, L, C) [, V (B, L, C)]. With reset='none' the membrane does
+        not depend on the spikes: a convolution, then Θ, then the refractory period as an exact
+        parallel scan (a gradient-free mask) — parallel throughout. With a reset, the serial
+        loop (its only form)."""
+        if self.reset != "none":
             return self.forward_serial(x, return_v)
+        check_tensor(x, "x", 3, floating=True)
         h = self.membrane_noreset(x)                             # (B, L, C)
-        s = self.surrogate(h - self.theta)                       # (B, L, C)
+        s = self.surrogate(h - self.theta)                       # (B, L, C) crossings
+        if self.refractory > 0:
+            s = refractory_scan(s, self.refractory)              # (B, L, C)
         return (s, h) if return_v else s
 
     def extra_repr(self) -> str:
@@ -248,17 +262,14 @@ def lif_kernel(tau: float, length: int, dtype=torch.float32, device=None) -> tor
 def leaky_integrate(x: torch.Tensor, tau: float) -> torch.Tensor:
     """No-reset LIF membrane as a causal convolution: h_t = Σ_{i≤t} (1 − β) β^{t−i} x_i = (k ∗ x)_t.
 
-    Equals the recurrence h_t = β h_{t−1} + (1 − β) x_t, h_0 = 0 (up to rounding: FFT of length
-    2L as in s4d.py, O(L log L)). x (B, L, C) -> h (B, L, C) in the dtype of x (half/bfloat16
-    inputs are computed in float32; ``torch.fft`` rejects bf16).
+    Equals the recurrence h_t = β h_{t−1} + (1 − β) x_t, h_0 = 0 (up to rounding: the FFT
+    convolution of :func:`spikelib.memory.causal_conv`, O(L log L)). x (B, L, C) -> h (B, L, C)
+    in the dtype of x (half/bfloat16 inputs are computed in float32; ``torch.fft`` rejects bf16).
     """
-    B, L, C = x.shape
+    check_tensor(x, "x", 3, floating=True)
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    k = lif_kernel(tau, L, work.dtype, x.device)                 # (L,)
-    k_f = torch.fft.rfft(k, n=2 * L)                             # (L+1,)
-    x_f = torch.fft.rfft(work, n=2 * L, dim=1)                   # (B, L+1, C)
-    h = torch.fft.irfft(x_f * k_f[:, None], n=2 * L, dim=1)[:, :L]   # (B, L, C)
-    return h.to(x.dtype)
+    k = lif_kernel(tau, x.shape[1], work.dtype, x.device)       # (L,)
+    return causal_conv(work, k).to(x.dtype)                      # (B, L, C)
 
 
 class SoftResetIF(PositiveTheta):
@@ -322,6 +333,7 @@ class SoftResetIF(PositiveTheta):
 
     def forward(self, x: torch.Tensor, return_v: bool = False):
         """Parallel (Proposition A): x (B, L, C) -> s (B, L, C) [, V_t = S_t − θ n_t (B, L, C)]."""
+        check_tensor(x, "x", 3, channels=self.channels, floating=True)
         theta = self.theta.to(x.dtype)                            # (C,) or ()
         S = torch.cumsum(x, dim=1)                                # (B, L, C)
         M = torch.relu(torch.cummax(S, dim=1).values)             # (B, L, C) running max, ≥ 0
@@ -330,9 +342,20 @@ class SoftResetIF(PositiveTheta):
         s = self._clip(s)
         return (s, S - theta * n) if return_v else s
 
+    def initial_state(self, batch: int, channels: int | None = None, *, device=None,
+                      dtype=None) -> dict:
+        """{"v": V_0 = 0 (B, C)}."""
+        channels = self.channels or channels
+        if channels is None:
+            raise ValueError("channels: this neuron works on any channel count; pass it")
+        return {"v": torch.zeros(batch, channels, device=device, dtype=dtype)}
+
     def step(self, x_t: torch.Tensor, state=None):
         """x_t (B, C), state dict(v=(B, C)) or None (V = 0) -> (s_t (B, C), dict(v))."""
-        v = torch.zeros_like(x_t) if state is None else state["v"]
+        check_tensor(x_t, "x_t", 2, channels=self.channels, floating=True)
+        if state is None:
+            state = self.initial_state(*x_t.shape, device=x_t.device, dtype=x_t.dtype)
+        v = state["v"]
         theta = self.theta.to(x_t.dtype)
         h = v + x_t                                               # H_t (B, C)
         n = floor_ste(torch.relu(h) / theta)                      # max(0, ⌊H_t/θ⌋)
@@ -340,7 +363,7 @@ class SoftResetIF(PositiveTheta):
 
     def forward_serial(self, x: torch.Tensor, return_v: bool = False):
         """Loop over ``step``: x (B, L, C) -> s (B, L, C) [, V (B, L, C)]."""
-        return _step_loop(self, x, return_v)
+        return _serial_v(self, x, return_v)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, learn_theta={isinstance(self.log_theta, nn.Parameter)}, "

@@ -29,24 +29,22 @@ import torch.nn.functional as F
 
 from spikelib._checks import check_int, check_tensor
 from spikelib.neurons import PositiveTheta
-from spikelib.surrogate import ATan
+from spikelib.surrogate import or_default
+from spikelib.temporal import Temporal
 
 __all__ = ["PSN", "MaskedPSN", "SlidingPSN", "masked_lambda"]
 
 
-def _surrogate(surrogate):
-    return ATan(2.0) if surrogate is None else surrogate
-
-
 def _check_length(x: torch.Tensor, T: int) -> None:
-    check_tensor(x, "x", 3, finite=False)
+    check_tensor(x, "x", 3, floating=True)
     if x.shape[1] != T:
         raise ValueError(f"x: this neuron is tied to T = {T} time steps, got shape "
                          f"{tuple(x.shape)} (time is axis 1)")
 
 
-class PSN(nn.Module):
-    """Full parallel spiking neuron: H = W X + b, S = Θ(H). One form only (parallel, non-causal).
+class PSN(Temporal):
+    """Full parallel spiking neuron: H = W X + b, S = Θ(H). One form only (parallel, non-causal:
+    ``step`` and ``forward_serial`` raise ``NotImplementedError``, as for the masked PSN).
 
     W (T, T) is shared by all channels and initialised uniform ±1/√T (Kaiming uniform, a = √5);
     b (T, 1) initialised to −1, i.e. threshold 1 (Fang et al. 2023; SpikingJelly ``PSN``).
@@ -57,7 +55,7 @@ class PSN(nn.Module):
     def __init__(self, T: int, surrogate=None):
         super().__init__()
         self.T = check_int(T, "T", 1)
-        self.surrogate = _surrogate(surrogate)
+        self.surrogate = or_default(surrogate)
         self.weight = nn.Parameter(torch.empty(T, T))
         self.bias = nn.Parameter(torch.full((T, 1), -1.0))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))     # uniform ±1/√T
@@ -73,6 +71,11 @@ class PSN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """S = Θ(W X + b): (B, T, C) -> (B, T, C) spikes (surrogate gradient)."""
         return self.surrogate(self.membrane(x))
+
+    def step(self, x_t, state=None):
+        raise NotImplementedError(f"{type(self).__name__} has a parallel form only: its weights "
+                                  f"are indexed by the absolute position t in a fixed length "
+                                  f"T = {self.T}; use SlidingPSN to stream")
 
     def extra_repr(self) -> str:
         return f"T={self.T}"
@@ -132,7 +135,8 @@ def masked_lambda(epoch: int, epochs: int) -> float:
 
 
 class SlidingPSN(PositiveTheta):
-    """Sliding PSN: H_t = Σ_{i<P} w_i x_{t−P+1+i} (x_t = 0 for t < 0), S = Θ(H − θ).
+    """Sliding PSN: H_t = Σ_{i<P} w_i x_{t−P+1+i} (x_t = 0 for t < 0), S = Θ(H − θ); with
+    ``polarity='on_off'`` S = Θ(H − θ) − Θ(−H − θ) ∈ {−1, 0, 1} (ON/OFF events; ours).
 
     A causal FIR filter of order P: ``weight[P − 1]`` weights the newest input; θ > 0 is stored
     as log θ (:class:`~spikelib.neurons.PositiveTheta`). ``channels=None``
@@ -143,19 +147,22 @@ class SlidingPSN(PositiveTheta):
 
     forward(x)          (B, T, C) -> (B, T, C) spikes, parallel: depthwise conv1d, O(T·P) work
     forward_serial(x)   the same, a loop over ``step``
-    step(x_t, state)    (B, C) -> (s_t, state); state = the last P − 1 inputs (B, C, P − 1),
-                        oldest first; None means zeros (the left padding of ``forward``)
+    step(x_t, state)    (B, C) -> (s_t, state); state {"buf": the last P − 1 inputs
+                        (B, C, P − 1), oldest first}; None means zeros (``forward``'s padding)
     membrane(x)         H (before the threshold), (B, T, C)
     """
 
     def __init__(self, order: int, channels: int | None = None, exp_init: bool = True,
-                 theta_init: float = 1.0, learn_theta: bool = True, surrogate=None):
+                 theta_init: float = 1.0, learn_theta: bool = True, surrogate=None,
+                 polarity: str = "on"):
         super().__init__()
         self.order = check_int(order, "order", 1)
         if channels is not None:
             check_int(channels, "channels", 1)
-        self.channels = channels
-        self.surrogate = _surrogate(surrogate)
+        if polarity not in ("on", "on_off"):
+            raise ValueError(f"polarity: expected 'on' or 'on_off', got {polarity!r}")
+        self.channels, self.polarity = channels, polarity
+        self.surrogate = or_default(surrogate)
         shape = (order,) if channels is None else (channels, order)
         if exp_init:                            # w_{P−1} = 1, w_i = w_{i+1} / 2
             weight = 0.5 ** torch.arange(order - 1, -1, -1, dtype=torch.float64)
@@ -175,36 +182,43 @@ class SlidingPSN(PositiveTheta):
 
     def membrane(self, x: torch.Tensor) -> torch.Tensor:
         """H_t = Σ_{i<P} w_i x_{t−P+1+i}: (B, T, C) -> (B, T, C)."""
-        B, T, C = check_tensor(x, "x", 3, finite=False).shape
+        B, T, C = check_tensor(x, "x", 3, floating=True).shape
         u = F.pad(x.transpose(1, 2), (self.order - 1, 0))                # (B, C, T+P−1)
         h = F.conv1d(u, self._kernel(C).to(x.dtype), groups=C)          # (B, C, T)
         return h.transpose(1, 2)                                         # (B, T, C)
 
+    def fire(self, h: torch.Tensor) -> torch.Tensor:
+        """Θ(h − θ), or Θ(h − θ) − Θ(−h − θ) for ``polarity='on_off'``."""
+        theta = self.theta.to(h.dtype)
+        s = self.surrogate(h - theta)
+        return s - self.surrogate(-h - theta) if self.polarity == "on_off" else s
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """S = Θ(H − θ), parallel over time: (B, T, C) -> (B, T, C)."""
-        return self.surrogate(self.membrane(x) - self.theta)
+        """Spikes from H, parallel over time: (B, T, C) -> (B, T, C)."""
+        return self.fire(self.membrane(x))
 
-    def membrane_step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
-        """H_t of one step: x_t (B, C), state (B, C, P − 1) -> (h_t (B, C), new state)."""
-        B, C = x_t.shape
+    def initial_state(self, batch: int, channels: int | None = None, *, device=None,
+                      dtype=None) -> dict:
+        """{"buf": zeros (B, C, P − 1)}, the left padding of ``forward``."""
+        channels = self.channels or channels
+        if channels is None:
+            raise ValueError("channels: this neuron shares one kernel over any channel count; "
+                             "pass it")
+        return {"buf": torch.zeros(batch, channels, self.order - 1, device=device, dtype=dtype)}
+
+    def membrane_step(self, x_t: torch.Tensor, state: dict | None = None):
+        """H_t of one step: x_t (B, C), state {"buf"} -> (h_t (B, C), new state)."""
+        B, C = check_tensor(x_t, "x_t", 2, floating=True).shape
         if state is None:
-            state = x_t.new_zeros(B, C, self.order - 1)
-        window = torch.cat([state, x_t.unsqueeze(-1)], dim=-1)           # (B, C, P)
+            state = self.initial_state(B, C, device=x_t.device, dtype=x_t.dtype)
+        window = torch.cat([state["buf"], x_t.unsqueeze(-1)], dim=-1)    # (B, C, P)
         w = self._kernel(C).squeeze(1).to(x_t.dtype)                     # (C, P)
-        return (window * w).sum(-1), window[..., 1:]                     # (B, C)
+        return (window * w).sum(-1), {"buf": window[..., 1:]}            # (B, C)
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
-        """One step: x_t (B, C), state (B, C, P − 1) -> (s_t (B, C), new state)."""
+    def step(self, x_t: torch.Tensor, state: dict | None = None):
+        """One step: x_t (B, C), state {"buf": (B, C, P − 1)} -> (s_t (B, C), new state)."""
         h_t, state = self.membrane_step(x_t, state)
-        return self.surrogate(h_t - self.theta), state
-
-    def forward_serial(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
-        """The same spikes as ``forward``, one ``step`` at a time (O(C·P) state)."""
-        out = []
-        for t in range(x.shape[1]):
-            s_t, state = self.step(x[:, t], state)
-            out.append(s_t)
-        return torch.stack(out, dim=1)                                   # (B, T, C)
+        return self.fire(h_t), state
 
     def extra_repr(self) -> str:
-        return f"order={self.order}, channels={self.channels}"
+        return f"order={self.order}, channels={self.channels}, polarity={self.polarity!r}"

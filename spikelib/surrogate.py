@@ -31,13 +31,15 @@ import torch
 
 from spikelib._checks import check_positive
 
-__all__ = ["Surrogate", "ATan", "Sigmoid", "Rectangular", "heaviside", "get",
+__all__ = ["Surrogate", "ATan", "Sigmoid", "Rectangular", "heaviside", "get", "or_default",
            "straight_through", "round_ste", "floor_ste"]
 
 
 def heaviside(x: torch.Tensor) -> torch.Tensor:
-    """Θ(x) = 1 if x ≥ 0 else 0, in the dtype of ``x``; carries no gradient."""
-    return (x >= 0).to(x.dtype)
+    """Θ(x) = 1 if x ≥ 0 else 0, in the dtype of ``x``; carries no gradient. A NaN stays NaN:
+    a corrupt membrane never turns into a clean 0/1 spike (and checking for it would cost a
+    device sync at every step)."""
+    return torch.where(torch.isnan(x), x.detach(), (x >= 0).to(x.dtype))
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -174,6 +176,11 @@ def get(name: str, alpha: float = 2.0) -> Surrogate:
     if name == "rect":
         return Rectangular(2.0 / alpha)
     raise ValueError(f"name: expected 'atan', 'sigmoid' or 'rect', got {name!r}")
+
+
+def or_default(surrogate: Surrogate | None) -> Surrogate:
+    """``surrogate``, or the library's default ``ATan(2.0)`` when it is None."""
+    return ATan(2.0) if surrogate is None else surrogate
 
 
 def straight_through(y_hard: torch.Tensor, y_soft: torch.Tensor) -> torch.Tensor:

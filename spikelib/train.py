@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 
 from spikelib import data as sdata
-from spikelib import metrics
+from spikelib import diagnostics, metrics
+from spikelib._checks import finite_checks
 from spikelib.models import MODELS, ModelConfig, build
 from spikelib.results import provenance, write_result
 
@@ -58,7 +59,7 @@ PROFILES = {     # epochs None: FULL_EPOCHS[dataset]; limits None: the whole spl
     "cpu": {"epochs": 3, "limit_train": None, "limit_eval": None, "model": SMALL_MODEL},
     "full": {"epochs": None, "limit_train": None, "limit_eval": None, "model": {}},
 }
-PROBE_BATCH = 256   # validation sequences of the per-epoch diagnostics (SequenceClassifier.probe)
+PROBE_BATCH = 256   # validation sequences of the per-epoch diagnostics (diagnostics.probe)
 FULL_EPOCHS = {"fmnist": 20, "cifar10": 100, "cifar10-grey": 100, "adding": 30}
 CKPT_FORMAT = "spikelib-checkpoint-1"
 # RunConfig fields that do not change what is computed (may differ on --resume).
@@ -333,8 +334,21 @@ def train(cfg: RunConfig) -> dict:
     """Train, evaluate and write ``<results>/<run_name>.json``; returns the result dict.
 
     With ``stop_after_epoch`` the run stops after that epoch's checkpoint and returns
-    ``{"complete": False, ...}`` without writing a result file.
+    ``{"complete": False, ...}`` without writing a result file. The data are checked for NaN
+    and Inf once, when loaded; the modules' own NaN scans are off during training.
     """
+    with finite_checks(False):
+        return _train(cfg)
+
+
+def _check_data(splits: sdata.Splits) -> None:
+    for name, ds in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        if ds.data.is_floating_point() and not bool(torch.isfinite(ds.data).all()):
+            raise ValueError(f"data: the {name} split of {splits.info.name!r} contains NaN or "
+                             f"Inf; clean it before training")
+
+
+def _train(cfg: RunConfig) -> dict:
     cfg, mcfg = resolve(cfg)
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -352,6 +366,7 @@ def train(cfg: RunConfig) -> dict:
         splits = sdata.load(cfg.dataset, cfg.data_root, download=cfg.download,
                             verify=cfg.verify, length=cfg.length, seed=cfg.seed)
     splits = splits.limit(cfg.limit_train, cfg.limit_eval)
+    _check_data(splits)
     task = splits.info.task
     if device.type == "cuda":
         splits = sdata.Splits(splits.train.to(device), splits.val.to(device),
@@ -394,7 +409,8 @@ def train(cfg: RunConfig) -> dict:
                         "val_loss": va["loss"], "val_acc": va["acc"],
                         "lr": sched.get_last_lr()[0], "train_s": t_train,
                         "wall_s": time.perf_counter() - t0,
-                        "probe": model.probe(probe_x.to(device), probe_y.to(device), task)})
+                        "probe": diagnostics.probe(model, probe_x.to(device), probe_y.to(device),
+                                                    task)})
         save_checkpoint(run_dir / "checkpoint.pt", {
             "format": CKPT_FORMAT, "identity": ident, "epoch": epoch + 1,
             "run_config": cfg.to_dict(), "model_config": mcfg.to_dict(),
@@ -411,7 +427,7 @@ def train(cfg: RunConfig) -> dict:
     counter = metrics.SpikeCounter()
     te = evaluate(model, splits.test, cfg.batch_size, task, device, counter)
     length = counter.length or splits.info.length
-    ops = model.op_counts(length)
+    ops = metrics.op_counts(model, length)
     spikes = counter.summary(ops["mix_fan_out"])
     result = {
         "run": run, "complete": True, "synthetic": splits.synthetic,

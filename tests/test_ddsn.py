@@ -1,6 +1,6 @@
 """spikelib.ddsn: the chunked scan against the loop (fp64, extreme gates, any chunk), its
 gradients, fp32 error bound, and the dynamic-decay neuron's parallel ≡ serial ≡ streaming forms,
-the convex-combination bound at L = 30,000, spike modes and argument checks (ddsn.md §3)."""
+the convex-combination bound at L = 30,000, spike modes and argument checks."""
 import math
 
 import pytest

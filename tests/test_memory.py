@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from spikelib._checks import finite_checks
 from spikelib.memory import S4D, S4DKernel, register
 
 H, N = 4, 8
@@ -39,7 +40,7 @@ def test_fft_equals_serial_equals_step_float64(L):
         ys = m.forward_serial(u)
         yt, state = _stepped(m, u)
     assert y.dtype == ys.dtype == yt.dtype == torch.float64 and y.shape == (3, L, H)
-    assert state.dtype == torch.complex128 and state.shape == (3, H, N // 2)
+    assert state["x"].dtype == torch.complex128 and state["x"].shape == (3, H, N // 2)
     tol = 1e-10 * ys.abs().max().item()
     assert (y - ys).abs().max().item() <= tol
     assert (yt - ys).abs().max().item() <= tol
@@ -159,8 +160,10 @@ def test_state_cost_and_step_state():
     assert m.state_cost() == H * (4 * N + 1)
     u_t = torch.randn(2, H, dtype=torch.float64)
     y0, x0 = m.step(u_t)
-    y1, x1 = m.step(u_t, torch.zeros(2, H, N // 2, dtype=torch.complex128))
-    assert torch.equal(y0, y1) and torch.equal(x0, x1)
+    y1, x1 = m.step(u_t, {"x": torch.zeros(2, H, N // 2, dtype=torch.complex128)})
+    assert torch.equal(y0, y1) and torch.equal(x0["x"], x1["x"])
+    init = m.initial_state(2, dtype=torch.float64)["x"]
+    assert init.dtype == torch.complex128 and init.shape == (2, H, N // 2) and not init.any()
 
 
 def test_validation():
@@ -171,15 +174,19 @@ def test_validation():
         S4D(H, dt_min=0.2, dt_max=0.1)
     m = _model()
     u = _u(2, 10)
-    for bad in (u[0], u[..., :3], u.long()):
+    for bad, match in ((u[0], "shape"), (u[..., :3], "channels"), (u.long(), "floating")):
         for f in (m.forward, m.forward_serial):
-            with pytest.raises(ValueError, match="u"):
-                f(bad, validate=True)
+            with pytest.raises(ValueError, match=match):
+                f(bad)
+    with pytest.raises(ValueError, match="channels"):
+        m.step(u[:, 0, :3])
     nan = u.clone()
     nan[1, 3, 2] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        m(nan, validate=True)
-    m(u, validate=True)
+    for f in (m.forward, m.forward_serial):
+        with pytest.raises(ValueError, match="NaN"):
+            f(nan)
+    with finite_checks(False):                      # training checks its data once instead
+        assert torch.isnan(m(nan)).any()
 
 
 def test_step_caches_the_discretisation_only_while_parameters_are_unchanged():

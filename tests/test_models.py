@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from spikelib import metrics
-from spikelib.models import MODELS, ModelConfig, build, serial_agreement
+from spikelib import diagnostics, metrics
+from spikelib.diagnostics import serial_agreement
+from spikelib.models import MODELS, ModelConfig, build
 
 B, L, D_IN = 2, 24, 3
 SMALL = dict(d_input=D_IN, n_classes=5, d_model=8, n_layers=2, d_state=4, theta_init=0.5)
@@ -34,7 +35,7 @@ def test_parallel_equals_serial_float64(name, kw):
     with torch.no_grad():
         logits, spikes = model(x, return_spikes=True)
         logits_s, spikes_s = model.forward_serial(x, return_spikes=True)
-        dist = model.distances(x)
+        dist = diagnostics.distances(model, x)
     assert min(d.min().item() for d in dist) > MARGIN     # no decision within the margin
     torch.testing.assert_close(logits_s, logits, rtol=0, atol=1e-8)
     for s, s_ser in zip(spikes, spikes_s):
@@ -83,7 +84,7 @@ def test_spike_properties():
 def test_gradients_reach_theta_and_ssm():
     model = build("frssm", **SMALL).double()
     model(_x()).square().sum().backward()
-    spike = model.layers[0].spike.threshold
+    spike = model.layers[0].spike
     assert spike.log_theta.grad is not None and torch.isfinite(spike.log_theta.grad).all()
     assert spike.log_theta.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.layers[0].ssm.parameters() if p.requires_grad)
@@ -131,7 +132,7 @@ def test_op_counts_and_energy(name):
     model = _model(name)
     with torch.no_grad():
         _, spikes = model(_x(), return_spikes=True)
-    ops = model.op_counts(L)
+    ops = metrics.op_counts(model, L)
     assert ops["spiking"] == (name != "s4d")
     assert ops["mix_macs"] == [L * 8 * 16] * 2 and ops["state_macs"][0] > 0
     e = metrics.energy(ops, metrics.sops(spikes, ops["mix_fan_out"]) if ops["spiking"] else None)
@@ -175,7 +176,7 @@ def test_on_off_spikes_are_signed_events_with_their_own_refractory_period():
         _, spikes = model(x, return_spikes=True)
         h = model.encoder(x)
         y = model.layers[0].ssm(model.layers[0].norm(h))
-        theta = model.layers[0].spike.threshold.theta
+        theta = model.layers[0].spike.theta
     s = spikes[0]
     assert set(s.unique().tolist()) == {-1.0, 0.0, 1.0}
     on, off = (s > 0).double(), (s < 0).double()
@@ -197,7 +198,7 @@ def test_straight_through_refractory_gradient_reaches_removed_crossings():
         y.requires_grad_()
         s = model.layers[0].spike(y)
         (g,) = torch.autograd.grad(s.sum(), y)
-        grads[mode] = (g, s.detach(), (y >= model.layers[0].spike.threshold.theta).detach())
+        grads[mode] = (g, s.detach(), (y >= model.layers[0].spike.theta).detach())
     g_mask, s, crossed = grads["mask"]
     g_st, s_st, _ = grads["straight_through"]
     assert torch.equal(s, s_st)                                # same spikes
@@ -214,13 +215,13 @@ def test_theta_from_rms_of_the_threshold_input():
         h = model.encoder(x)
         with torch.no_grad():
             for layer in model.layers:
-                v, theta = layer.spike.compare(layer.ssm(layer.norm(h)))
+                v, theta = diagnostics.threshold_view(layer.spike, layer.ssm(layer.norm(h)))
                 torch.testing.assert_close(theta, 0.5 * v.square().mean((0, 1)).sqrt())
                 h, _ = layer(h)
     fixed = _model("frssm")
-    before = fixed.state_dict()["layers.0.spike.threshold.log_theta"].clone()
+    before = fixed.state_dict()["layers.0.spike.log_theta"].clone()
     fixed.calibrate(x)                                         # 'value': a no-op
-    assert torch.equal(fixed.state_dict()["layers.0.spike.threshold.log_theta"], before)
+    assert torch.equal(fixed.state_dict()["layers.0.spike.log_theta"], before)
 
 
 def test_theta_stays_positive_under_any_update():
@@ -255,10 +256,10 @@ def test_probe_reports_per_layer_diagnostics_without_randomness():
     model = _model("frssm", dropout=0.5)
     x, target = _x(), torch.tensor([0, 3])
     torch.manual_seed(0)
-    rows = model.probe(x, target)
+    rows = diagnostics.probe(model, x, target)
     after = torch.rand(1)
     torch.manual_seed(0)
-    assert model.probe(x, target) == rows and torch.equal(torch.rand(1), after)
+    assert diagnostics.probe(model, x, target) == rows and torch.equal(torch.rand(1), after)
     assert len(rows) == SMALL["n_layers"]
     for r in rows:
         assert 0 <= r["frac_above"] <= 1 and 0 <= r["energy_above"] <= r["energy_outside"] <= 1

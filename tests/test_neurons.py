@@ -230,13 +230,13 @@ def test_threshold_spike():
     assert m.log_theta.grad.shape == (5,) and (m.log_theta.grad < 0).all() and (y.grad > 0).all()
     fixed = N.ThresholdSpike(5, learn_theta=False)
     assert list(fixed.parameters()) == [] and "log_theta" in fixed.state_dict()
-    assert m.step(y[:, 0])[1] is None
+    assert m.step(y[:, 0])[1] == {}
 
 
 # --- refractory period -----------------------------------------------------------------------
 
 def refractory_reference(c, R):
-    """s_t = c_t ∏_{k=1..R} (1 − s_{t−k})  (reconstruction.md §2)."""
+    """s_t = c_t ∏_{k=1..R} (1 − s_{t−k})  (the definition)."""
     s = torch.zeros_like(c)
     for t in range(c.shape[1]):
         s[:, t] = c[:, t]

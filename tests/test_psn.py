@@ -195,7 +195,7 @@ def test_sliding_psn_forward_serial_step_agree(L, channels):
     state = None
     for t in range(L):
         h_t, state = m.step(x[:, t], state)
-        assert state.shape == (2, 3, P - 1)
+        assert state["buf"].shape == (2, 3, P - 1)
         assert (h_t - ref[:, t]).abs().max() <= 1e-10 * ref.abs().max()
     m.surrogate = ATan(2.0)
     assert torch.equal(m.forward_serial(x), m(x))
@@ -212,7 +212,7 @@ def test_sliding_psn_streaming_state_and_checks():
         s_t, state = m.step(x[:, t], state)
         outs.append(s_t)
     assert torch.equal(torch.stack(outs, 1), full)
-    assert torch.equal(state, x[:, -3:].transpose(1, 2))          # the last P − 1 inputs
+    assert torch.equal(state["buf"], x[:, -3:].transpose(1, 2))   # the last P − 1 inputs
     for bad in ({"order": 0}, {"order": 3, "channels": 0}):
         with pytest.raises(ValueError):
             SlidingPSN(**bad)

@@ -235,7 +235,7 @@ def test_param_groups_exclude_theta_norms_biases_ssm():
         if name.endswith("theta") or "norm" in name or name.endswith("bias") or ".ssm." in name:
             assert g["weight_decay"] == 0.0, name
         if getattr(p, "_optim", None):
-            assert g["lr"] == p._optim["lr"], name
+            assert g["lr"] == p._optim.get("lr", 0.01), name
     assert ids[id(model.layers[0].mix.weight)]["weight_decay"] == 0.01
     assert dataclasses.asdict(model.cfg)["name"] == "frssm"
 
