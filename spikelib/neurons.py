@@ -142,8 +142,7 @@ class _ResetNeuron(Temporal):
     def initial_state(self, batch: int, channels: int | None = None, *, device=None,
                       dtype=None) -> dict:
         """{"v": membrane V_0 = 0 (B, C), "r": refractory countdown 0 (B, C) int64}."""
-        if channels is None:
-            raise ValueError("channels: this neuron works on any channel count; pass it")
+        channels = self.state_channels(channels)
         return {"v": torch.zeros(batch, channels, device=device, dtype=dtype),
                 "r": torch.zeros(batch, channels, device=device, dtype=torch.long)}
 
@@ -345,9 +344,7 @@ class SoftResetIF(PositiveTheta):
     def initial_state(self, batch: int, channels: int | None = None, *, device=None,
                       dtype=None) -> dict:
         """{"v": V_0 = 0 (B, C)}."""
-        channels = self.channels or channels
-        if channels is None:
-            raise ValueError("channels: this neuron works on any channel count; pass it")
+        channels = self.state_channels(channels)
         return {"v": torch.zeros(batch, channels, device=device, dtype=dtype)}
 
     def step(self, x_t: torch.Tensor, state=None):

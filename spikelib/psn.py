@@ -200,10 +200,7 @@ class SlidingPSN(PositiveTheta):
     def initial_state(self, batch: int, channels: int | None = None, *, device=None,
                       dtype=None) -> dict:
         """{"buf": zeros (B, C, P − 1)}, the left padding of ``forward``."""
-        channels = self.channels or channels
-        if channels is None:
-            raise ValueError("channels: this neuron shares one kernel over any channel count; "
-                             "pass it")
+        channels = self.state_channels(channels)
         return {"buf": torch.zeros(batch, channels, self.order - 1, device=device, dtype=dtype)}
 
     def membrane_step(self, x_t: torch.Tensor, state: dict | None = None):

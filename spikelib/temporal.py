@@ -61,6 +61,14 @@ class Temporal(nn.Module):
                       dtype=None) -> dict:
         return {}
 
+    def state_channels(self, channels: int | None) -> int:
+        """The channel count of a state: the module's own, else the ``channels`` given."""
+        own = getattr(self, "channels", None)
+        if own is None and channels is None:
+            raise ValueError(f"channels: {type(self).__name__} works on any channel count; pass "
+                             f"initial_state(batch, channels)")
+        return own or channels
+
     def step(self, x_t: torch.Tensor, state: dict | None = None):
         raise NotImplementedError(f"{type(self).__name__} has no serial form")
 
