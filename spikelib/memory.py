@@ -115,11 +115,10 @@ class S4DKernel(nn.Module):
 def causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """y_t = Σ_{j≤t} k_j u_{t−j}: u (B, L, C), k (C, L) one kernel per channel or (L,) shared ->
     (B, L, C). FFT of length 2L, so nothing wraps around; O(L log L) (s4d.py's three lines)."""
-    L = u.shape[1]
-    k_f = torch.fft.rfft(k, n=2 * L, dim=-1)                                      # (C L+1)
-    k_f = k_f.T if k.dim() == 2 else k_f[:, None]                                # (L+1 C)
-    u_f = torch.fft.rfft(u, n=2 * L, dim=1)                                       # (B L+1 C)
-    return torch.fft.irfft(u_f * k_f, n=2 * L, dim=1)[:, :L]                      # (B L C)
+    L = u.shape[1]                                  # transforms along the last, contiguous axis
+    k_f = torch.fft.rfft(k, n=2 * L)                                              # (C L+1)
+    u_f = torch.fft.rfft(u.transpose(1, 2), n=2 * L)                              # (B C L+1)
+    return torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L].transpose(1, 2)           # (B L C)
 
 
 class S4D(Temporal):
