@@ -28,6 +28,7 @@ the gradient reaches c where the mask lets a spike through.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -208,7 +209,9 @@ def refractory_scan(c: torch.Tensor, R: int, *, chunk: int | None = None,
     return _thin(c, _from_blc(mask, c))
 
 
+@functools.cache
 def _triton_available() -> bool:
+    """Whether triton is installed (looked up once, without importing it)."""
     return importlib.util.find_spec("triton") is not None
 
 
