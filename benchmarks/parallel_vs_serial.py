@@ -2,7 +2,7 @@
 
 Part 1, parallel / serial ratio of the same module (same result, two algorithms):
     s4d           spikelib.memory.S4D: FFT convolution (forward) vs recurrence (forward_serial)
-    refractory    refractory_scan vs refractory_loop (R = 4) on Bernoulli(0.3) candidate spikes
+    refractory    refractory_scan (chunked) vs refractory_loop (R = 4) on Bernoulli(0.3) crossings
     soft_if       spikelib.neurons.SoftResetIF: cumsum/cummax form vs the step loop
     ddsn          DynamicDecayNeuron: chunked scan vs the step loop
     sliding_psn   SlidingPSN (P = 32, per channel): conv1d vs the step loop
@@ -10,8 +10,21 @@ Part 2, the parallel neurons against each other (all parallel forms): time of DD
 (T×T weight, T = L) and sliding PSN, and the ratios PSN/DDSN and slidingPSN/DDSN (the paper,
 second-hand: 21.7× forward and 28× backward vs PSN at 16k; about 2.2× vs sliding PSN).
 
-Fixed shapes: batch 16, 128 channels, fp32 (no autocast), S4D d_state 64. Inputs are random
-(SYNTHETIC, timing only) and require grad; backward takes a fixed random upstream gradient, so
+Part 3, the exact refractory forms against each other at the CPU profile's training size
+(batch 64, L 784, 32 channels; ``--refractory-shape``), R in {1, 2, 4, 8}, Bernoulli(0.2)
+crossings (SYNTHETIC), forward only (the backward is one select for every form):
+    loop           refractory_loop, the reference
+    per_step_scan  refractory_scan(chunk=1): one map per time step, (L, B, C, R+1) int64 tables
+                   (the algorithm spikelib used before the chunked scan, in the new layout)
+    chunked_Q<q>   refractory_scan(chunk=q), a sweep over q; chunked_default = default_chunk(R)
+    fused          refractory_fused, the Triton kernel (CUDA with triton only)
+Every form is checked equal to the loop before it is timed. Timed with
+torch.utils.benchmark.Timer (blocked_autorange, median and IQR); on CPU its timer is the calling
+thread's CPU time (time.thread_time; one torch thread), so other processes on a shared machine
+do not inflate it; on CUDA the default timer (synchronises the device).
+
+Fixed shapes (parts 1 and 2): batch 16, 128 channels, fp32 (no autocast), S4D d_state 64.
+Inputs are random (SYNTHETIC, timing only) and require grad; backward takes a fixed random upstream gradient, so
 every module also returns ∂/∂input. One warm-up run (serial loops: on the first 64 steps), then
 the median of ``--repeats`` runs, each bracketed by torch.cuda.synchronize; peak CUDA memory per
 run. The TF32 switches are printed and recorded, never changed.
@@ -29,21 +42,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import statistics
 import sys
 import time
 
 import torch
+from torch.utils import benchmark
 
 from _bench import common_args, record, result_path, setup
 from spikelib.results import device_name, sync, tf32_state, write_result
 
 BATCH, CHANNELS, R, ORDER, D_STATE = 16, 128, 4, 32, 64
 SERIAL_WARMUP_STEPS = 64
-
-
-
-
+REFRACTORY_SHAPE = (64, 784, 32)     # the CPU profile's training step: batch, L, d_model
+REFRACTORY_RS = (1, 2, 4, 8)
+REFRACTORY_CHUNKS = (8, 16, 32, 64, 128)
+P_CROSS = 0.2                        # crossing rate (y > θ at 18–22 % of steps in a trained frssm)
 
 
 def fwd_bwd(fn, x: torch.Tensor, g: torch.Tensor, module=None) -> bool:
@@ -119,6 +134,55 @@ def pairs(device):
     return out
 
 
+def refractory_forms(device, R: int) -> dict:
+    """name -> (function c -> s, chunk length or None) for part 3."""
+    from spikelib import refractory as rf
+    forms = {"loop": (lambda c: rf.refractory_loop(c, R, validate=False), None),
+             "per_step_scan": (lambda c: rf.refractory_scan(c, R, chunk=1, validate=False), 1)}
+    for Q in REFRACTORY_CHUNKS:
+        forms[f"chunked_Q{Q}"] = (lambda c, Q=Q: rf.refractory_scan(c, R, chunk=Q,
+                                                                    validate=False), Q)
+    forms["chunked_default"] = (lambda c: rf.refractory_scan(c, R, validate=False),
+                                rf.default_chunk(R))
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        forms["fused"] = (lambda c: rf.refractory_fused(c, R, validate=False), None)
+    return forms
+
+
+def time_refractory(a, device) -> dict:
+    """Part 3: every exact refractory form, median seconds by torch.utils.benchmark.Timer."""
+    B, L, C = a.refractory_shape
+    gen = torch.Generator().manual_seed(a.seed)
+    c = (torch.rand(B, L, C, generator=gen) < P_CROSS).float().to(device)   # (B, L, C) SYNTHETIC
+    clock = {"timer": time.thread_time} if device.type == "cpu" else {}
+    rows = []
+    print(f"\nrefractory forms, B={B} L={L} C={C}, crossings Bernoulli({P_CROSS}), forward only "
+          f"({'thread CPU time' if clock else 'wall time, synchronised'}):", flush=True)
+    print(f"{'R':>3s} {'form':16s} {'chunk':>6s} {'ms':>9s} {'IQR ms':>8s} {'loop/form':>10s}",
+          flush=True)
+    for R_ in a.refractory_R:
+        forms = refractory_forms(device, R_)
+        reference = forms["loop"][0](c)
+        loop_s = None
+        for name, (fn, chunk) in forms.items():
+            assert torch.equal(fn(c), reference), (name, R_)            # exact, and a warm-up
+            m = benchmark.Timer("fn(c)", globals={"fn": fn, "c": c}, label="refractory",
+                                sub_label=name, description=f"R={R_}", **clock
+                                ).blocked_autorange(min_run_time=a.refractory_min_time)
+            loop_s = m.median if name == "loop" else loop_s
+            rows.append({"R": R_, "form": name, "chunk": chunk, "median_s": m.median,
+                         "iqr_s": m.iqr, "runs": len(m.times),
+                         "loop_over_form": loop_s / m.median})
+            print(f"{R_:3d} {name:16s} {'-' if chunk is None else chunk:>6} "
+                  f"{m.median * 1e3:9.3f} {m.iqr * 1e3:8.3f} {loop_s / m.median:10.2f}",
+                  flush=True)
+    return {"shape": {"batch": B, "length": L, "channels": C}, "crossing_rate": P_CROSS,
+            "timer": "torch.utils.benchmark.Timer.blocked_autorange; " +
+                     ("time.thread_time (CPU time of the calling thread)" if clock else
+                      "default timer (device synchronised)"),
+            "forward_only": True, "rows": rows}
+
+
 def make_input(kind: str, L: int, device, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed + L)
     x = torch.randn(BATCH, L, CHANNELS, generator=gen)               # (B, L, C) SYNTHETIC
@@ -139,6 +203,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--serial-repeats", type=int, default=None,
                    help="timed runs of every serial loop above L = 1024 (default: 2 up to "
                         "L = 4096, 1 above)")
+    p.add_argument("--refractory-shape", type=int, nargs=3, default=REFRACTORY_SHAPE,
+                   metavar=("B", "L", "C"), help="part 3 input shape (default: %(default)s)")
+    p.add_argument("--refractory-R", type=int, nargs="+", default=REFRACTORY_RS,
+                   help="part 3 refractory periods (default: %(default)s)")
+    p.add_argument("--refractory-min-time", type=float, default=0.5,
+                   help="part 3: seconds of runs per form (Timer.blocked_autorange)")
     return common_args(p)
 
 
@@ -221,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             del m
         del x, g
 
+    refractory = time_refractory(a, device)
+
     wall = time.perf_counter() - start
     print(f"\ntotal {wall:.1f} s", flush=True)
     path = write_result(result_path(a, "bench-parallel-vs-serial", device), {
@@ -233,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing": "forward + backward (upstream gradient fixed), median of repeats after one "
                   f"warm-up run (serial: warm-up on {SERIAL_WARMUP_STEPS} steps)",
         "pairs": rows, "neurons": neurons, "ratios_vs_ddsn": ratios,
+        "refractory_forms": refractory,
         "paper_second_hand": {"psn_over_ddsn_16k_forward": 21.7,
                               "psn_over_ddsn_16k_backward": 28.0,
                               "sliding_psn_over_ddsn": 2.2,

@@ -8,6 +8,7 @@ scan off around its steps with :func:`finite_checks` ``(False)``.
 """
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
 
 import torch
@@ -59,10 +60,21 @@ def check_tensor(x, name: str, ndim: int | tuple[int, ...] | None = None, *,
 
 
 def check_int(value, name: str, minimum: int = 0) -> int:
-    """Check that ``value`` is an integer ≥ ``minimum`` (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """Check that ``value`` is an integer ≥ ``minimum``; returns it as a Python int.
+
+    Integers are Python ints, NumPy integer scalars and 0-d integer tensors (anything with
+    ``__index__`` except a bool, a bool tensor or a tensor with dimensions)."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor)
+                                   and (value.dim() != 0 or value.dtype == torch.bool)):
+        v = None
+    else:
+        try:
+            v = operator.index(value)
+        except TypeError:
+            v = None
+    if v is None or v < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
+    return v
 
 
 def check_positive(value, name: str) -> float:

@@ -1,144 +1,291 @@
-"""Fixed refractory period: exact parallel scan, serial loop, two approximations (ours).
+"""Fixed refractory period: exact chunked scan, fused CUDA kernel, serial loop, two approximations
+(ours).
 
-A dense train of threshold crossings c ∈ {0,1}^L is thinned greedily with period R ≥ 0
-(reconstruction.md §2, §4):
+A dense train of threshold crossings c ∈ {0,1}^L is thinned greedily with period R ≥ 0:
 
     s_t = c_t ∏_{k=1..R} (1 − s_{t−k})
 
 kept as a countdown r ∈ {0..R} (r_0 = 0): s_t = c_t [r_{t−1} = 0];  r_t = R if s_t else max(r_{t−1} − 1, 0).
 Each step is a map g_t on countdown states, g_t(r) = r − 1 for r > 0 and g_t(0) = R c_t; maps
-compose associatively, so r_t = (g_t ∘ … ∘ g_1)(0) is a prefix scan (``refractory_scan``):
-⌈log₂ L⌉ levels of two gathers each, identical to the loop (Proposition "refractory thinning is
-sparse sampling", ours; the paper's Theorem 4.2 is unknown).
+compose associatively, so r_t = (g_t ∘ … ∘ g_1)(0) is a prefix scan (Proposition "refractory
+thinning is sparse sampling", ours; the paper's Theorem 4.2 is unknown).
 
-Inputs: c of shape (L,), (B, L) or (B, L, C) — time is axis 0, 1 and 1 (axis −2 for 3-d, the
-library's (batch, time, channels)); bool, integer or floating values in {0, 1} (any nonzero value
-counts as a crossing). Outputs have the input's shape and dtype. Gradient: s = c · mask, the mask
-computed without gradient from c, so the gradient reaches c where the mask lets a spike through.
+``refractory_scan`` (the parallel form, exact; ours) splits time into chunks of Q steps:
+(1) the exit map of every chunk — the countdown leaving it for each entering countdown
+e ∈ {0..R} — from one backward sweep over the chunk's Q steps, vectorised over all chunks;
+(2) each chunk's true entering countdown from an odd–even prefix scan of those maps over the
+⌈L/Q⌉ chunks; (3) a forward replay of every chunk from that state, which emits s. Work
+O(B·C·L·(1 + R/Q)), depth O(Q + log(L/Q)), memory O(B·C·(L/Q)·(R+1)) int64 for the maps plus a
+few byte tensors of c's size: no (B·C, L, R+1) tables. On CUDA with triton installed,
+``Refractory.forward`` uses ``refractory_fused`` instead: one kernel that walks time with the
+countdowns in registers. ``refractory_loop`` is the reference for both.
+
+Inputs: c of shape (L,), (B, L) or (B, L, C) — time is axis 0, 1 and 1 (the library's
+(batch, time, channels)); bool, integer or floating values (any nonzero value counts as a
+crossing; with ``validate=True``, the default, NaN and Inf are rejected). Outputs have the
+input's shape and dtype. Gradient: s = c · mask, the mask computed without gradient from c, so
+the gradient reaches c where the mask lets a spike through.
 """
 from __future__ import annotations
+
+import functools
+import importlib.util
+import os
 
 import torch
 import torch.nn as nn
 
-from spikelib._checks import check_int
+from spikelib._checks import check_int, check_tensor
+
+__all__ = ["refractory_scan", "refractory_fused", "refractory_loop", "refractory_onset",
+           "refractory_strided", "default_chunk", "Refractory"]
+
+_SHAPES = "(time,), (batch, time) or (batch, time, channels)"
 
 
-def _check(c, R):
+def _check(c, R, validate: bool = True) -> int:
+    """R as an int; c a real tensor of rank 1–3; with ``validate`` also free of NaN/Inf (a NaN
+    crossing is meaningless). The value check reads c once (a sum: any NaN or Inf makes it
+    non-finite; only then the exact element test) and syncs a GPU, so hot paths pass
+    validate=False."""
     R = check_int(R, "R", 0)
     if not isinstance(c, torch.Tensor) or c.dim() not in (1, 2, 3) or c.is_complex():
         shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
-        raise ValueError(f"c: expected a real tensor (time,), (batch, time) or "
-                         f"(batch, time, channels), got {shape}")
+        kind = "complex " if isinstance(c, torch.Tensor) and c.is_complex() else ""
+        raise ValueError(f"c: expected a real tensor {_SHAPES}, got {kind}{shape}")
+    check_tensor(c, "c", finite=False)                                   # dtype
+    if validate and c.is_floating_point() and not bool(torch.isfinite(c.detach().sum())):
+        check_tensor(c, "c", finite=True)               # raises, unless the sum merely overflowed
     return R
 
 
-def _to_rows(c: torch.Tensor) -> torch.Tensor:
-    """c (L,) | (B, L) | (B, L, C) -> crossings as bool rows (M, L), one row per (batch, channel)."""
-    if c.dim() == 3:
-        c = c.transpose(1, 2).reshape(-1, c.shape[1])                              # (B·C L)
-    return (c.detach() != 0).reshape(-1, c.shape[-1])                              # (M L)
+def _as_blc(c: torch.Tensor) -> torch.Tensor:
+    """A (B, L, C) view of c without copying: (L,) -> (1, L, 1); (B, L) -> (1, L, B), so the
+    batch becomes the channel axis and vectorises like one."""
+    if c.dim() == 1:
+        return c[None, :, None]
+    if c.dim() == 2:
+        return c.t()[None]
+    return c
 
 
-def _from_rows(mask: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Mask rows (M, L) back to c's shape, then s = c · mask (gradient through c only)."""
-    if c.dim() == 3:
-        B, L, C = c.shape
-        mask = mask.reshape(B, C, L).transpose(1, 2)                               # (B L C)
-    mask = mask.reshape(c.shape).to(c.dtype)
-    return c * mask
+def _from_blc(m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_as_blc` for a tensor m of shape c's (B, L, C) view."""
+    if c.dim() == 1:
+        return m[0, :, 0]
+    if c.dim() == 2:
+        return m[0].t()
+    return m
 
 
-def refractory_loop(c: torch.Tensor, R: int) -> torch.Tensor:
+def _thin(c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """s = c · mask for a bool mask without gradient, as a select (one pass, no cast; the same
+    values for finite c, and the gradient reaches c where the mask is set)."""
+    return torch.where(mask, c, c.new_zeros(()))
+
+
+def refractory_loop(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
     """Reference: the countdown recurrence as a Python loop over time (O(L) serial steps)."""
-    R = _check(c, R)
-    rows = _to_rows(c)                                                             # (M L)
-    r = torch.zeros(rows.shape[0], dtype=torch.long, device=c.device)              # (M)
-    mask = torch.zeros_like(rows)                                                  # (M L)
-    for t in range(rows.shape[1]):
-        fire = rows[:, t] & (r == 0)                                               # (M)
+    R = _check(c, R, validate)
+    x = _as_blc(c.detach()) != 0                                                   # (B L C)
+    r = torch.zeros(x.shape[0], x.shape[2], dtype=torch.long, device=c.device)     # (B C)
+    mask = torch.zeros_like(x)                                                     # (B L C)
+    for t in range(x.shape[1]):
+        fire = x[:, t] & (r == 0)                                                  # (B C)
         mask[:, t] = fire
-        r = torch.where(fire, R, (r - 1).clamp_min(0))                             # (M)
-    return _from_rows(mask, c)
+        r = torch.where(fire, R, (r - 1).clamp_min(0))                             # (B C)
+    return _thin(c, _from_blc(mask, c))
 
 
 def _prefix_states(G: torch.Tensor) -> torch.Tensor:
-    """G (M, n, K): maps on {0..K−1} as tables; returns r (M, n) with r_t = (G_t ∘ … ∘ G_0)(0).
+    """G (n, …, K): n maps on {0..K−1}, as tables along the last axis; returns r (n, …) with
+    r_k = (G_k ∘ … ∘ G_0)(0).
 
     Odd–even (work-efficient) scan: compose neighbours P_i = G_{2i+1} ∘ G_{2i}, recurse on the
-    n/2 pairs to get the states after every odd step, then fill in each even step from the state
-    before it, r_{2i} = G_{2i}(r_{2i−1}). Two gathers per level, ⌈log₂ n⌉ levels."""
-    M, n, K = G.shape
+    ⌊n/2⌋ pairs to get the states after every odd map, then fill in each even map from the state
+    before it, r_{2i} = G_{2i}(r_{2i−1}). Two gathers per level, ⌊log₂ n⌋ levels."""
+    n = G.shape[0]
     if n == 1:
-        return G[:, :, 0]
-    if n % 2:                                                    # pad with the identity map
-        G = torch.cat([G, torch.arange(K, device=G.device).expand(M, 1, K)], dim=1)
-    even, odd = G[:, 0::2], G[:, 1::2]                                             # (M n/2 K)
-    after_odd = _prefix_states(torch.gather(odd, 2, even))                         # (M n/2)
-    r = torch.empty(M, G.shape[1], dtype=G.dtype, device=G.device)                # (M n)
-    r[:, 1::2] = after_odd
-    r[:, 0] = even[:, 0, 0]                                                        # G_0(r_{−1} = 0)
-    r[:, 2::2] = torch.gather(even[:, 1:], 2, after_odd[:, :-1, None]).squeeze(2)
-    return r[:, :n]
+        return G[..., 0]                                                           # G_0(0)
+    even, odd = G[0::2], G[1::2]                                  # (⌈n/2⌉ … K), (⌊n/2⌋ … K)
+    after_odd = _prefix_states(torch.gather(odd, -1, even[: n // 2]))              # (⌊n/2⌋ …)
+    r = G.new_empty(G.shape[:-1])                                                  # (n …)
+    r[1::2] = after_odd
+    r[0] = even[0, ..., 0]                                                         # G_0(r_{−1} = 0)
+    r[2::2] = torch.gather(even[1:], -1, after_odd[: len(even) - 1, ..., None])[..., 0]
+    return r                                                                       # G_{2i}(r_{2i−1})
 
 
-def refractory_scan(c: torch.Tensor, R: int) -> torch.Tensor:
-    """Exact parallel form: a work-efficient prefix scan over the countdown maps g_t.
+def default_chunk(R: int) -> int:
+    """The chunk length Q that ``refractory_scan`` uses by default: 32, and at least 2(R+1).
 
-    Each map is a table G_t (R+1,) with G_t[r] = r − 1 (r > 0), G_t[0] = R c_t; composing two
-    maps is one gather. The odd–even scan of :func:`_prefix_states` (Blelloch 1990, "Prefix sums
-    and their applications") gives r_t = (g_t ∘ … ∘ g_1)(0) for every t in 2⌈log₂ L⌉ gathers
-    (depth O(log L), work O(L·R) — a Hillis–Steele scan would do O(L log L · R)); then
-    s_t = c_t [r_{t−1} = 0]. Tables are (M, L, R+1) int64 with M = batch · channels.
+    Steps (1) and (3) cost a few dispatched ops per step of a chunk, step (2) work ∝ (R+1)/Q per
+    time step: 32 balances the two on one CPU thread at the training size (B 64, L 784, C 32,
+    R 1–8; the sweep over Q in ``benchmarks/parallel_vs_serial.py``, part 3). Q ≥ 2(R+1) bounds
+    the int64 maps by 4 bytes per time step and channel, whatever R."""
+    return max(32, 2 * (check_int(R, "R", 0) + 1))
 
-    On a CPU the plain loop is as fast or faster (the scan touches R+1 int64 entries per step,
-    the loop one bool); the scan is for accelerators, where the L serial steps are the bottleneck.
+
+def _int_dtype(top: int) -> torch.dtype:
+    """The narrowest integer dtype the chunked scan uses for values in [0, top]."""
+    return torch.uint8 if top < 2 ** 8 else torch.int16 if top < 2 ** 15 else torch.int32
+
+
+def _scan_mask(x: torch.Tensor, R: int, Q: int) -> torch.Tensor:
+    """The refractory mask of x (B, L, C) (nonzero = crossing), 1 ≤ R < L, by the chunked scan
+    with chunks of Q steps. Returns a bool (B, L, C) tensor. No autograd.
+
+    Layout: chunk-major, (·, n, B, C) with n = ⌈L/Q⌉ chunks, so step q of every chunk is one
+    contiguous block; every step below is two or three vectorised ops on uint8 (int16 or int32
+    only when Q + R ≥ 255).
+    (1) Exit maps, backwards in time: f_j = the countdown leaving the chunk when the neuron is free
+        from step j on; f_{Q+i} = i, and f_j = f_{j+R+1} if c crosses at j (it fires) else
+        f_{j+1}. Entering with countdown e leaves with f_e: the chunk's map is f_0..f_R, found
+        for all R+1 entries at the cost of one.
+    (2) The entering countdown of every chunk: :func:`_prefix_states` over the n − 1 maps.
+    (3) Replay, forwards: with a = 1 + the step at which the neuron is free again (entering with
+        countdown e: a = e + 1) and W_q = q + 1 at a crossing, else 0, the neuron fires at q iff
+        a ≤ W_q, and firing sets a = q + R + 2."""
+    B, L, C = x.shape
+    K, dev = R + 1, x.device
+    n, full = -(-L // Q), L // Q                                 # chunks, chunks without padding
+    X = torch.empty(Q, n, B, C, dtype=torch.uint8, device=dev)                     # (Q n B C)
+    X_blc = X.view(torch.bool).permute(2, 1, 0, 3)                                 # (B n Q C) view
+    X_blc[:, :full].copy_(x[:, : full * Q].view(B, full, Q, C))                    # c ≠ 0
+    if full < n:                                                         # the padded last chunk
+        X_blc[:, full, : L - full * Q].copy_(x[:, full * Q:])
+        X[L - full * Q:, full].zero_()
+    entry = torch.zeros(n, B, C, dtype=torch.long, device=dev)                     # (n B C)
+    if n > 1:                   # (1) exit maps of chunks 0..n−2 (the last one's is never needed)
+        f = torch.empty(Q + K, n - 1, B, C, dtype=_int_dtype(R), device=dev)       # (Q+K n−1 B C)
+        f[Q:] = torch.arange(K, dtype=f.dtype, device=dev)[:, None, None, None]
+        d = torch.empty_like(f[0])                                                 # (n−1 B C)
+        for j in range(Q - 1, -1, -1):            # f_j = f_{j+1} + [crossing]·(f_{j+K} − f_{j+1})
+            torch.sub(f[j + K], f[j + 1], out=d)                   # wraps in uint8; exact mod 2⁸
+            torch.addcmul(f[j + 1], X[j, :-1], d, out=f[j])
+        G = torch.empty(n - 1, B, C, K, dtype=torch.long, device=dev)              # (n−1 B C K)
+        G.copy_(f[:K].permute(1, 2, 3, 0))
+        del f, d
+        entry[1:] = _prefix_states(G)                 # (2) entering countdowns, chunks 1..n−1
+        del G
+    small = _int_dtype(Q + K)                                                      # a ≤ Q + R + 1
+    w = torch.arange(1, Q + 1, dtype=small, device=dev)[:, None, None, None]       # (Q 1 1 1)
+    W = X.mul_(w) if small == torch.uint8 else X.to(small).mul_(w)                 # (Q n B C)
+    del X, X_blc
+    a = entry.add_(1).to(small)                                                    # (n B C)
+    fired = torch.arange(K + 1, Q + K + 1, dtype=small, device=dev).unbind(0)      # a after a spike
+    as_int = (lambda m: m.view(torch.uint8)) if small == torch.uint8 else (lambda m: m)
+    mask = torch.empty(Q, n, B, C, dtype=torch.bool, device=dev)                   # (Q n B C)
+    bump = torch.empty_like(a)
+    for q, (W_q, m_q) in enumerate(zip(W.unbind(0), mask.unbind(0))):   # (3) replay
+        torch.le(a, W_q, out=m_q)
+        torch.maximum(a, torch.mul(as_int(m_q), fired[q], out=bump), out=a)
+    return mask.permute(2, 1, 0, 3).reshape(B, n * Q, C)[:, :L]                    # (B L C)
+
+
+def refractory_scan(c: torch.Tensor, R: int, *, chunk: int | None = None,
+                    validate: bool = True) -> torch.Tensor:
+    """Exact parallel form: the chunked scan over countdown maps (module docstring; ours).
+
+    c (L,) | (B, L) | (B, L, C) -> s, same shape and dtype, identical to :func:`refractory_loop`.
+    ``chunk`` Q ≥ 1 (default :func:`default_chunk`): Q backward steps that give every chunk's exit
+    map, an odd–even scan of 2⌊log₂(⌈L/Q⌉ − 1)⌋ gathers over the maps (:func:`_prefix_states`;
+    Blelloch 1990, "Prefix sums and their applications"), Q replay steps — each step a few
+    elementwise ops on uint8, in a chunk-major copy of the crossings (no float transposes).
+    Q = 1 is the per-step scan: maps (L, B, C, R+1) int64, memory-hungry; Q ≥ L is the loop.
+    ``validate=False`` skips the NaN/Inf check (no GPU sync). Timings against the loop:
+    ``benchmarks/parallel_vs_serial.py``, part 3.
     """
-    R = _check(c, R)
+    R = _check(c, R, validate)
+    Q = None if chunk is None else check_int(chunk, "chunk", 1)
+    x = _as_blc(c.detach())                                                        # (B L C)
+    L = x.shape[1]
+    R = min(R, max(L - 1, 0))                  # a countdown ≥ L − 1 blocks the rest of the train
+    if R == 0 or x.numel() == 0:
+        return c.clone()
+    Q = min(default_chunk(R) if Q is None else Q, L)
+    with torch.no_grad():
+        mask = _scan_mask(x, R, Q)                                                 # (B L C)
+    return _thin(c, _from_blc(mask, c))
+
+
+@functools.cache
+def _triton_available() -> bool:
+    """Whether triton is installed (looked up once, without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+class _Fused(torch.autograd.Function):
+    """s = kernel(c); ∂s/∂c = mask = [s ≠ 0] (a spike is a nonzero crossing, so s ≠ 0 exactly
+    where the mask is set): no mask is stored, s is saved instead."""
+
+    @staticmethod
+    def forward(ctx, c, R):
+        from spikelib._refractory_triton import countdown
+        s = _from_blc(countdown(_as_blc(c), R), c)
+        ctx.save_for_backward(s)
+        return s
+
+    @staticmethod
+    def backward(ctx, grad):
+        (s,) = ctx.saved_tensors
+        return torch.where(s != 0, grad, grad.new_zeros(())), None
+
+
+def refractory_fused(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
+    """The fused Triton kernel (``spikelib._refractory_triton``): one program per block of rows
+    keeps the countdowns in registers and walks through time, reading c once and writing s once.
+
+    Same contract and result as :func:`refractory_scan`. Needs triton and a CUDA tensor (or
+    ``TRITON_INTERPRET=1`` in the environment before first use, which runs it on CPU tensors in
+    Triton's interpreter — slow, for tests). Gradient: s = c · mask, as everywhere here."""
+    R = _check(c, R, validate)
+    if not _triton_available():
+        raise ValueError("c: refractory_fused needs triton (pip install triton); use "
+                         "refractory_scan instead")
+    if not c.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"c: refractory_fused needs a CUDA tensor, got device {c.device}; use "
+                         "refractory_scan on CPU")
+    L = c.shape[-2] if c.dim() == 3 else c.shape[-1]
+    R = min(R, max(L - 1, 0))
     if R == 0:
         return c.clone()
-    rows = _to_rows(c)                                                             # (M L)
-    M, L = rows.shape
-    with torch.no_grad():
-        G = torch.arange(-1, R, device=c.device).expand(M, L, R + 1).clone()       # (M L R+1)
-        G[..., 0] = rows.long() * R                                                # G_t[0] = R c_t
-        r = _prefix_states(G)                                                      # (M L) r_t
-        before = torch.cat([r.new_zeros(M, 1), r[:, :-1]], dim=1)                  # (M L) r_{t−1}
-        mask = rows & (before == 0)                                                # (M L)
-    return _from_rows(mask, c)
+    return _Fused.apply(c, R)
 
 
-def refractory_onset(c: torch.Tensor, R: int) -> torch.Tensor:
+def refractory_onset(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
     """Approximation (ours): s_t = c_t Θ(½ − Σ_{k=1..R} c_{t−k}) — fire only if no *crossing*
     (not spike) in the last R steps. The window sum is a difference of cumulative sums (exact
     integers), i.e. a causal box convolution. s ≤ c; equals the exact thinning when crossings are
     isolated (each followed by more than R silent steps)."""
-    R = _check(c, R)
-    rows = _to_rows(c)                                                             # (M L)
+    R = _check(c, R, validate)
+    x = _as_blc(c.detach()) != 0                                                   # (B L C)
     with torch.no_grad():
-        S = torch.cat([rows.new_zeros(rows.shape[0], 1, dtype=torch.long),
-                       rows.long().cumsum(dim=1)], dim=1)                          # (M L+1)
-        L = rows.shape[1]
-        t = torch.arange(L, device=c.device)                                      # (L)
+        S = torch.cat([x.new_zeros(x.shape[0], 1, x.shape[2], dtype=torch.long),
+                       x.long().cumsum(dim=1)], dim=1)                             # (B L+1 C)
+        t = torch.arange(x.shape[1], device=c.device)                             # (L)
         window = S[:, t] - S[:, (t - R).clamp_min(0)]                              # Σ_{k=1..R} c_{t−k}
-        mask = rows & (window == 0)                                                # (M L)
-    return _from_rows(mask, c)
+        mask = x & (window == 0)                                                   # (B L C)
+    return _thin(c, _from_blc(mask, c))
 
 
-def refractory_strided(c: torch.Tensor, R: int) -> torch.Tensor:
+def refractory_strided(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
     """Approximation (ours): keep c_t only at t ≡ 0 (mod R+1) — a fixed sampling clock."""
-    R = _check(c, R)
-    rows = _to_rows(c)                                                             # (M L)
-    clock = torch.arange(rows.shape[1], device=c.device) % (R + 1) == 0            # (L)
-    return _from_rows(rows & clock, c)
+    R = _check(c, R, validate)
+    x = _as_blc(c.detach()) != 0                                                   # (B L C)
+    clock = torch.arange(x.shape[1], device=c.device) % (R + 1) == 0               # (L)
+    return _thin(c, _from_blc(x & clock[:, None], c))
 
 
 class Refractory(nn.Module):
     """Fixed refractory period R on a crossing train c (B, L, C) -> s (B, L, C), same dtype.
 
-    ``forward`` = :func:`refractory_scan` (exact, parallel); ``forward_serial`` = a loop over
-    ``step``; ``step(c_t (B, C), state)`` with state the countdown r (B, C) int64 (None: zeros)
-    returns (s_t, r_t). The mask carries no gradient (s = c · mask). R = 0 is the identity.
+    ``forward``: :func:`refractory_fused` on CUDA tensors when triton is installed, else
+    :func:`refractory_scan` (both exact; no NaN check here — the model validates its input once).
+    ``forward_serial``: a loop over ``step``. ``step(c_t (B, C), state)`` with state
+    ``{"r": countdown (B, C) int64}`` (None: :meth:`initial_state`) returns (s_t, state).
+    The mask carries no gradient (s = c · mask). R = 0 is the identity. R: any integer ≥ 0
+    (int, NumPy integer, 0-d integer tensor).
     """
 
     def __init__(self, R: int):
@@ -146,19 +293,44 @@ class Refractory(nn.Module):
         self.R = check_int(R, "R", 0)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        return refractory_scan(c, self.R)
+        if isinstance(c, torch.Tensor) and c.is_cuda and _triton_available():
+            return refractory_fused(c, self.R, validate=False)
+        return refractory_scan(c, self.R, validate=False)
 
-    def step(self, c_t: torch.Tensor, state: torch.Tensor | None = None):
-        """s_t = c_t [r_{t−1} = 0];  r_t = R if s_t else max(r_{t−1} − 1, 0)."""
-        r = torch.zeros(c_t.shape, dtype=torch.long, device=c_t.device) if state is None \
-            else state                                                             # (B C)
+    def initial_state(self, batch: int, channels: int | None = None, *, device=None,
+                      dtype=None) -> dict:
+        """{"r": zeros (batch, channels) int64} — every neuron free; channels=None gives (batch,)
+        for (batch, time) trains. ``dtype`` is accepted for the common interface and ignored:
+        the countdown is always int64."""
+        shape = (check_int(batch, "batch", 0),) if channels is None else \
+            (check_int(batch, "batch", 0), check_int(channels, "channels", 0))
+        return {"r": torch.zeros(shape, dtype=torch.long, device=device)}
+
+    def step(self, c_t: torch.Tensor, state: dict | None = None):
+        """s_t = c_t [r_{t−1} = 0];  r_t = R if s_t else max(r_{t−1} − 1, 0).
+        c_t (B, C) or (B,); returns (s_t like c_t, {"r": r_t})."""
+        if not isinstance(c_t, torch.Tensor) or c_t.dim() not in (1, 2) or c_t.is_complex():
+            shape = tuple(c_t.shape) if isinstance(c_t, torch.Tensor) else type(c_t).__name__
+            raise ValueError(f"c_t: expected a real tensor (batch, channels) or (batch,), "
+                             f"got {shape}")
+        if state is None:
+            state = self.initial_state(c_t.shape[0], *c_t.shape[1:], device=c_t.device)
+        r = state.get("r") if isinstance(state, dict) else None
+        if not isinstance(r, torch.Tensor) or r.shape != c_t.shape:
+            got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(state).__name__
+            raise ValueError(f"state: expected {{'r': countdown of shape {tuple(c_t.shape)}}} "
+                             f"(from initial_state or step), got {got}")
         with torch.no_grad():
             fire = (c_t.detach() != 0) & (r == 0)                                  # (B C)
             r = torch.where(fire, self.R, (r - 1).clamp_min(0))                    # (B C)
-        return c_t * fire.to(c_t.dtype), r
+        return _thin(c_t, fire), {"r": r}
 
     def forward_serial(self, c: torch.Tensor) -> torch.Tensor:
-        """Same as ``forward``: c (B, L, C) stepped through time with an explicit countdown."""
+        """Same as ``forward``: c (B, L, C) or (B, L) stepped through time with an explicit
+        countdown."""
+        if not isinstance(c, torch.Tensor) or c.dim() not in (2, 3):
+            shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise ValueError(f"c: expected (batch, time) or (batch, time, channels), got {shape}")
         state, out = None, []
         for t in range(c.shape[1]):
             s_t, state = self.step(c[:, t], state)                                 # (B C)

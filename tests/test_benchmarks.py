@@ -92,7 +92,9 @@ def test_train_step(tmp_path, capsys):
 
 def test_parallel_vs_serial(tmp_path, capsys):
     args = ["--device", "cpu", "--lengths", "8", "--repeats", "1", "--out", str(tmp_path),
-            "--commit", "c0ffee", "--seed", "2", "--threads", "1"]
+            "--commit", "c0ffee", "--seed", "2", "--threads", "1",
+            "--refractory-shape", "2", "40", "3", "--refractory-R", "1", "3",
+            "--refractory-min-time", "0.01"]
     assert _script("parallel_vs_serial").main(args) == 0
     d = _one_json(tmp_path, "bench-parallel-vs-serial")
     _check_provenance(d, "parallel_vs_serial", 2)
@@ -101,6 +103,13 @@ def test_parallel_vs_serial(tmp_path, capsys):
                          for r in timed)
     assert {r["neuron"] for r in d["neurons"]} == {"ddsn", "psn", "sliding_psn"}
     assert set(d["ratios_vs_ddsn"]) == {"psn_over_ddsn_L8", "sliding_psn_over_ddsn_L8"}
+    forms = d["refractory_forms"]
+    assert forms["shape"] == {"batch": 2, "length": 40, "channels": 3}
+    assert {r["R"] for r in forms["rows"]} == {1, 3}
+    names = {r["form"] for r in forms["rows"]}
+    assert {"loop", "per_step_scan", "chunked_default"} <= names and "fused" not in names  # CPU
+    assert all(r["median_s"] > 0 and r["runs"] >= 1 for r in forms["rows"])
+    assert all(r["loop_over_form"] == 1 for r in forms["rows"] if r["form"] == "loop")
     assert "par/ser" in capsys.readouterr().out
 
 
