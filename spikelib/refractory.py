@@ -79,9 +79,9 @@ def _from_blc(m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def _thin(c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """s = c · mask for a bool mask without gradient, as a select (one pass, no cast; the same
-    values for finite c, and the gradient reaches c where the mask is set)."""
-    return torch.where(mask, c, c.new_zeros(()))
+    """s = c · mask for a bool mask without gradient (the gradient reaches c where the mask is
+    set). A product, not a select: a NaN crossing stays NaN even where the mask removes it."""
+    return c * mask
 
 
 def refractory_loop(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
