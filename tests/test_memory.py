@@ -77,8 +77,10 @@ def test_init_s4d_lin():
 
 @pytest.mark.parametrize("L", [64, 1000])
 def test_float32_within_bound(L):
-    """|y32 − y64| ≤ L · eps32 · scale, scale = max_h max|u_h| (Σ_ℓ |K_{h,ℓ}| + |D_h|) (the
-    largest possible |y|); observed ratios are below 0.02."""
+    """|y32 − y64| ≤ 5 eps32 · scale, scale = max_h max|u_h| (Σ_ℓ |K_{h,ℓ}| + |D_h|) (the
+    largest possible |y|). Observed (Intel Xeon, torch 2.14.1): 0.19 and 0.29 eps32·scale for
+    the FFT at L = 64 and 1000, 0.18 and 0.59 for the recurrence (stable modes forget old
+    rounding errors, and the FFT's grow like log L), so the bound is 8–27× the error."""
     m64 = _model()
     m32 = S4D(H, d_state=N)
     m32.load_state_dict(m64.state_dict())
@@ -87,7 +89,7 @@ def test_float32_within_bound(L):
         y = m64(u)
         K = m64.kernel(L)
         scale = (u.abs().amax(dim=(0, 1)) * (K.abs().sum(1) + m64.D.abs())).max().item()
-        bound = L * torch.finfo(torch.float32).eps * scale
+        bound = 5 * torch.finfo(torch.float32).eps * scale
         for y32 in (m32(u.float()), m32.forward_serial(u.float())):
             assert y32.dtype == torch.float32
             assert (y32.double() - y).abs().max().item() <= bound
@@ -249,4 +251,5 @@ def test_step_caches_the_discretisation_only_while_parameters_are_unchanged():
         assert torch.allclose(y_new, fresh(u), rtol=0, atol=1e-12)
     y, _ = layer.step(u[:, 0])                             # autograd on: no cache, a graph
     y.sum().backward()
-    assert layer.kernel.log_dt.grad is not None
+    grad = layer.kernel.log_dt.grad
+    assert grad is not None and bool(torch.isfinite(grad).all()) and grad.abs().sum() > 0
