@@ -45,14 +45,14 @@ class DispatchLog(TorchDispatchMode):
 
     ``log.count``: how many ran (e.g. the depth of a scan: a loop over time dispatches ≥ L);
     ``log.dtypes(name)``: the dtypes of the tensor arguments of the ops whose name contains
-    ``name`` (e.g. ``"fft"``); ``log.multiplies()``: real multiplications, counted from each
-    multiplying op's output size and dtypes (see there). Import it with
-    ``from conftest import DispatchLog``.
+    ``name`` (e.g. ``"fft"``); ``log.multiplies()``: the real multiplications, from each
+    multiplying op's output size and operand dtypes; ``log.calls``: everything recorded.
+    Import it with ``from conftest import DispatchLog``.
     """
 
     def __init__(self):
         super().__init__()
-        self.calls = []          # (op name, dtypes of the tensor arguments, output shape)
+        self.calls = []   # (op name, dtypes of its tensor arguments, output shape, inner size)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
