@@ -1,9 +1,11 @@
-"""Shared fixtures: a generated CIFAR-format folder and the real Fashion-MNIST files."""
+"""Shared fixtures and helpers: a generated CIFAR-format folder, the real Fashion-MNIST files,
+and :class:`DispatchLog`, which records the aten operations a block of code dispatches."""
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_PER_BATCH = 20     # 5 training batches -> 100 training images; test batch: 20
@@ -36,3 +38,67 @@ def fmnist():
         return data.load("fmnist", fmnist_root())
     except data.MissingDataError as err:
         pytest.fail(str(err))
+
+
+class DispatchLog(TorchDispatchMode):
+    """Records every aten operation dispatched inside ``with DispatchLog() as log:``.
+
+    ``log.count``: how many ran (e.g. the depth of a scan: a loop over time dispatches ≥ L);
+    ``log.dtypes(name)``: the dtypes of the tensor arguments of the ops whose name contains
+    ``name`` (e.g. ``"fft"``); ``log.multiplies()``: the real multiplications, from each
+    multiplying op's output size and operand dtypes; ``log.calls``: everything recorded.
+    Import it with ``from conftest import DispatchLog``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []   # (op name, dtypes of its tensor arguments, output shape, inner size)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        dtypes = tuple(a.dtype for a in args if isinstance(a, torch.Tensor))
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        self.calls.append((func.__name__, dtypes, shape, _inner(func.__name__, args)))
+        return out
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def dtypes(self, name: str) -> set:
+        return {d for op, dtypes, _, _ in self.calls if name in op for d in dtypes}
+
+    def multiplies(self) -> int:
+        """Real multiplications of the floating-point ``mul``, ``addcmul`` and matrix products
+        (``mm``, ``bmm``, ``addmm``): per output element one product (times the inner size for
+        a matrix product), which costs 1 real multiplication for real operands, 2 for a complex
+        times a real one and 4 for two complex ones. Other ops (adds, copies, the boolean
+        products of the NaN check) count 0."""
+        total = 0
+        for op, dtypes, shape, inner in self.calls:
+            name = op.split(".")[0]
+            if name not in _PRODUCTS or shape is None:
+                continue
+            factors = dtypes[-2:]                 # addcmul/addmm: the last two are multiplied
+            if not all(d.is_floating_point or d.is_complex for d in factors):
+                continue
+            per = {0: 1, 1: 2, 2: 4}[sum(d.is_complex for d in factors)]
+            total += per * inner * _numel(shape)
+        return total
+
+
+_PRODUCTS = {"mul", "mul_", "addcmul", "addcmul_", "mm", "bmm", "addmm"}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _inner(op: str, args) -> int:
+    """The contracted size of a matrix product (1 for elementwise ops)."""
+    if op.split(".")[0] in ("mm", "bmm", "addmm"):
+        return args[-1].shape[-2]
+    return 1

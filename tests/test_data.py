@@ -1,6 +1,7 @@
 """spikelib.data: the CIFAR pipeline on a generated fixture, Fashion-MNIST, adding, errors."""
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,11 +99,15 @@ def test_missing_data_message(tmp_path, name):
 
 
 def test_data_root_env(monkeypatch, tmp_path):
+    """An explicit root wins over $SPIKELIB_DATA; the variable wins over ./data; an empty
+    variable counts as unset."""
     monkeypatch.setenv("SPIKELIB_DATA", str(tmp_path))
     assert data.data_root() == tmp_path
-    assert data.data_root("x") == data.data_root("x")
+    assert data.data_root("x") == Path("x") and data.data_root(tmp_path / "y") == tmp_path / "y"
+    monkeypatch.setenv("SPIKELIB_DATA", "")
+    assert data.data_root() == Path("data")
     monkeypatch.delenv("SPIKELIB_DATA")
-    assert str(data.data_root()) == "data"
+    assert data.data_root() == Path("data") and data.data_root("x") == Path("x")
 
 
 def test_fmnist_splits_and_normalisation(fmnist):

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from conftest import DispatchLog
 from spikelib.ddsn import DynamicDecayNeuron, linear_scan, linear_scan_loop
 
 F64 = torch.float64
@@ -131,21 +132,29 @@ def test_scan_gradient_matches_loop_autograd_long():
         assert _rel(ga, gb) <= 1e-10
 
 
-@pytest.mark.parametrize("slow", [False, True])
-def test_scan_fp32_against_fp64(slow):
-    """Stated bound (forward error of the recurrence, a_t ≤ 1): every step adds a few rounding
-    errors of size eps·(|h| + |b|) that decay, never grow, so
-    max|h32 − h64| ≤ c·L·eps32·(max|h64| + max|b|) with c = 2."""
+# max|h32 − h64| / (eps32 · (max|h64| + max|b|)), observed at L = 4096 (Intel Xeon, torch
+# 2.14.1; fp32 rounding of a fixed sequence of ops, so the same order on any machine):
+# fast gates ≤ 0.39 for every chunk; slow gates 22.2 for the plain loop (chunk 1: errors
+# accumulate over the ~2000-step memory of a ≈ 1 − 5e-4) and 1.4–1.7 in chunks (each chunk
+# starts afresh). Bounds: about 10× these.
+SCAN_FP32_BOUND = {(False, 1): 4, (False, 16): 4, (False, 64): 4,
+                   (True, 1): 220, (True, 16): 16, (True, 64): 16}
+
+
+@pytest.mark.parametrize("slow, chunk", SCAN_FP32_BOUND)
+def test_scan_fp32_against_fp64(slow, chunk):
+    """The fp32 scan against the fp64 loop: every step adds rounding errors of size
+    eps·(|h| + |b|) that decay (a_t ≤ 1), never grow; the bound in units of
+    eps32·(max|h64| + max|b|) is SCAN_FP32_BOUND (measured, see there)."""
     torch.manual_seed(4)
     L = 4096
     la = -1e-3 * torch.rand(2, L, 8, dtype=F64) if slow else _gates(2, L, 8, low=-2.0)
     b = torch.randn(2, L, 8, dtype=F64)
     ref = linear_scan_loop(la, b)
-    bound = 2 * L * EPS32 * (ref.abs().max() + b.abs().max())
-    for chunk in (1, 16, 64):
-        h32 = linear_scan(la.float(), b.float(), chunk=chunk)
-        assert h32.dtype == torch.float32
-        assert (h32.double() - ref).abs().max() <= bound
+    unit = EPS32 * (ref.abs().max() + b.abs().max())
+    h32 = linear_scan(la.float(), b.float(), chunk=chunk)
+    assert h32.dtype == torch.float32
+    assert (h32.double() - ref).abs().max() <= SCAN_FP32_BOUND[slow, chunk] * unit
 
 
 def test_scan_autocast_keeps_fp32():
@@ -237,8 +246,12 @@ def test_neuron_bounded_and_finite_at_30k():
     n32 = DynamicDecayNeuron(4)
     n32.load_state_dict(n.state_dict())
     h32 = n32.membrane(x.float())
-    assert torch.isfinite(h32).all() and (h32.abs() <= running_max * (1 + 1e-5)).all()
-    assert (h32.double() - h).abs().max() <= 2 * L * EPS32 * x.abs().max()  # c·L·eps, c = 2
+    # fp32: |h32| exceeds the running max by ≤ 0.38 eps32 relative, and |h32 − h64| ≤
+    # 8.4 eps32·max|x| (observed: the α → 1 channel; Intel Xeon, torch 2.14.1; fp32 rounding,
+    # so the same order on any machine); bounds 4 eps32 and 80 eps32·max|x|, about 10×
+    assert torch.isfinite(h32).all()
+    assert (h32.abs() <= running_max * (1 + 4 * EPS32)).all()
+    assert (h32.double() - h).abs().max() <= 80 * EPS32 * x.abs().max()
 
 
 def test_neuron_fp32_against_fp64():
@@ -248,7 +261,9 @@ def test_neuron_fp32_against_fp64():
     n32 = DynamicDecayNeuron(4)
     n32.load_state_dict(n.state_dict())
     err = (n32.membrane(x.float()).double() - ref).abs().max()
-    assert err <= 2 * x.shape[1] * EPS32 * x.abs().max()
+    # observed 0.85 eps32·max|x| at L = 2048 (Intel Xeon, torch 2.14.1; fp32 rounding of the
+    # gate and the scan, so the same order on any machine); bound about 10×
+    assert err <= 8 * EPS32 * x.abs().max()
 
 
 def test_gate_and_init():
@@ -305,22 +320,12 @@ def test_scan_depth_grows_like_log_L():
     """Dispatched aten ops of the forward scan: Q steps and a fixed set of ops per level,
     log_Q L levels, so for L = Q^k each factor Q in L adds the same number of ops; a loop over
     time would add L."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.n += 1
-            return func(*args, **(kwargs or {}))
-
     counts = []
     for L in (8 ** 2, 8 ** 3, 8 ** 4, 8 ** 5):
         la, b = -torch.rand(1, L, 2), torch.randn(1, L, 2)
-        Count.n = 0
-        with torch.no_grad(), Count():
+        with torch.no_grad(), DispatchLog() as log:
             linear_scan(la, b, chunk=8)
-        counts.append(Count.n)
+        counts.append(log.count)
     steps = [b - a for a, b in zip(counts, counts[1:])]
     assert len(set(steps)) == 1 and 0 < steps[0] <= 10 * 8, counts     # constant per level
     assert counts[-1] < 3 * counts[0], counts                          # 512× longer, < 3× ops

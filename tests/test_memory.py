@@ -6,8 +6,8 @@ from unittest import mock
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import DispatchLog
 from spikelib._checks import finite_checks
 from spikelib.memory import S4D, S4DKernel, register
 
@@ -77,8 +77,10 @@ def test_init_s4d_lin():
 
 @pytest.mark.parametrize("L", [64, 1000])
 def test_float32_within_bound(L):
-    """|y32 − y64| ≤ L · eps32 · scale, scale = max_h max|u_h| (Σ_ℓ |K_{h,ℓ}| + |D_h|) (the
-    largest possible |y|); observed ratios are below 0.02."""
+    """|y32 − y64| ≤ 5 eps32 · scale, scale = max_h max|u_h| (Σ_ℓ |K_{h,ℓ}| + |D_h|) (the
+    largest possible |y|). Observed (Intel Xeon, torch 2.14.1): 0.19 and 0.29 eps32·scale for
+    the FFT at L = 64 and 1000, 0.18 and 0.59 for the recurrence (stable modes forget old
+    rounding errors, and the FFT's grow like log L), so the bound is 8–27× the error."""
     m64 = _model()
     m32 = S4D(H, d_state=N)
     m32.load_state_dict(m64.state_dict())
@@ -87,38 +89,35 @@ def test_float32_within_bound(L):
         y = m64(u)
         K = m64.kernel(L)
         scale = (u.abs().amax(dim=(0, 1)) * (K.abs().sum(1) + m64.D.abs())).max().item()
-        bound = L * torch.finfo(torch.float32).eps * scale
+        bound = 5 * torch.finfo(torch.float32).eps * scale
         for y32 in (m32(u.float()), m32.forward_serial(u.float())):
             assert y32.dtype == torch.float32
             assert (y32.double() - y).abs().max().item() <= bound
 
 
-class _FFTDtypes(TorchDispatchMode):
-    """Records the dtypes of every tensor argument of the aten FFT ops that run."""
-    def __init__(self):
-        super().__init__()
-        self.dtypes = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if "fft" in func.__name__:
-            self.dtypes |= {a.dtype for a in args if isinstance(a, torch.Tensor)}
-        return func(*args, **(kwargs or {}))
-
-
 def test_bf16_autocast_keeps_fft_in_float32():
+    """Under bf16 autocast the kernel, FFT and recurrence still run in float32 (autocast is off
+    inside S4D): every FFT sees float32/complex64 only, the outputs for float32 input are
+    bit-identical to the plain float32 ones, and for bf16 input the output is exactly the float32
+    output on the (bf16) input, rounded to bf16."""
     m, u = _model(torch.float32), _u(2, 128, torch.float32)
     with torch.no_grad():
-        ref = m(u)
-        with torch.autocast("cpu", dtype=torch.bfloat16), _FFTDtypes() as seen:
+        ref, ref_serial = m(u), m.forward_serial(u)
+        ub = u.bfloat16()
+        ref_b = m(ub.float()).bfloat16()
+        with torch.autocast("cpu", dtype=torch.bfloat16), DispatchLog() as log:
             y = m(u)                                                # fp32 input
-            yb = m(u.bfloat16())                                    # bf16 input
+            yb = m(ub)                                              # bf16 input
             ys = m.forward_serial(u)
-    assert seen.dtypes and seen.dtypes <= {torch.float32, torch.complex64}, seen.dtypes
+    assert log.dtypes("fft") and log.dtypes("fft") <= {torch.float32, torch.complex64}
     assert y.dtype == torch.float32 and yb.dtype == torch.bfloat16
-    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6 * ref.abs().max().item())
-    torch.testing.assert_close(ys, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
-    # bf16 only rounds the input and output (~2^-8 relative), never the kernel or the FFT
-    assert (yb.float() - ref).abs().max().item() <= 2e-2 * ref.abs().max().item()
+    assert torch.equal(y, ref) and torch.equal(ys, ref_serial) and torch.equal(yb, ref_b)
+    # bf16 only rounds the input and the output, each by at most 2^-8 relative (8-bit
+    # significand): |yb − y| ≤ 2^-8 (max|u| (Σ|K| + |D|) + max|y|) — a proof, not a fit
+    # (observed: 0.19 of it)
+    K = m.kernel(u.shape[1])
+    scale = (u.abs().amax(dim=(0, 1)) * (K.abs().sum(1) + m.D.abs())).max().item()
+    assert (yb.float() - ref).abs().max().item() <= 2 ** -8 * (scale + ref.abs().max().item())
 
 
 def test_gradients_reach_every_parameter_and_match_serial():
@@ -155,9 +154,50 @@ def test_optim_tags_and_register():
         assert frozen(torch.randn(1, 5, 3)).shape == (1, 5, 3)
 
 
-def test_state_cost_and_step_state():
+def _real_coefficients(m):
+    """dA, dB and 2C of ``m`` split into real and imaginary parts (float64), D."""
+    dA, dB, C = m.kernel.discrete(torch.float64)                              # (H N/2) each
+    return (dA.real, dA.imag, dB.real, dB.imag, 2 * C.real, 2 * C.imag), m.D.detach()
+
+
+def _real_step(coefficients, D, u_t, xr, xi):
+    """One S4D step in real arithmetic, an independent oracle for ``S4D.step``: with
+    x = xr + i xi, x ← dA x + dB u and y = Re(2C x) + D u = (2C)_r xr − (2C)_i xi + D u."""
+    ar, ai, br, bi, cr, ci = coefficients
+    u = u_t.unsqueeze(-1)                                                     # (B H 1)
+    xr, xi = ar * xr - ai * xi + br * u, ar * xi + ai * xr + bi * u           # (B H N/2)
+    y = torch.einsum("hn,bhn->bh", cr, xr) - torch.einsum("hn,bhn->bh", ci, xi) + D * u_t
+    return y, xr, xi                                                          # (B H), ...
+
+
+def test_state_cost_counts_the_real_multiplications_of_one_step():
+    """``state_cost`` (the energy table's S4D term) against a count: the real multiplications
+    that the real-arithmetic step above dispatches (``DispatchLog.multiplies``), per sequence,
+    the discretisation (computed once) left out. The oracle is first checked to compute what
+    ``S4D.step`` computes. ``S4D.step`` itself dispatches more than ``state_cost``: its complex
+    readout also forms Im(2C x), which it discards."""
+    m, B = _model(), 3
+    u = _u(B, 5)
+    coefficients, D = _real_coefficients(m)
+    xr = xi = torch.zeros(B, H, N // 2, dtype=torch.float64)
+    state = None
+    with torch.no_grad():
+        for t in range(u.shape[1]):
+            y, state = m.step(u[:, t], state)
+            y_real, xr, xi = _real_step(coefficients, D, u[:, t], xr, xi)
+            # float64 on both sides: observed 1e-17 relative and exact states; bound 1e-14
+            torch.testing.assert_close(y_real, y, rtol=0, atol=1e-14 * y.abs().max().item())
+            torch.testing.assert_close(torch.complex(xr, xi), state["x"], rtol=0, atol=1e-14)
+        with DispatchLog() as real:
+            _real_step(coefficients, D, u[:, 0], xr, xi)
+        with DispatchLog() as library:
+            m.step(u[:, 0], state)                           # discretisation cached: no_grad
+    assert real.multiplies() == B * m.state_cost()
+    assert library.multiplies() > B * m.state_cost()
+
+
+def test_step_state():
     m = _model()
-    assert m.state_cost() == H * (4 * N + 1)
     u_t = torch.randn(2, H, dtype=torch.float64)
     y0, x0 = m.step(u_t)
     y1, x1 = m.step(u_t, {"x": torch.zeros(2, H, N // 2, dtype=torch.complex128)})
@@ -211,4 +251,5 @@ def test_step_caches_the_discretisation_only_while_parameters_are_unchanged():
         assert torch.allclose(y_new, fresh(u), rtol=0, atol=1e-12)
     y, _ = layer.step(u[:, 0])                             # autograd on: no cache, a graph
     y.sum().backward()
-    assert layer.kernel.log_dt.grad is not None
+    grad = layer.kernel.log_dt.grad
+    assert grad is not None and bool(torch.isfinite(grad).all()) and grad.abs().sum() > 0

@@ -1,12 +1,17 @@
-"""spikelib.models: parallel ≡ serial (float64), spikes, validation, groups, op counts."""
+"""spikelib.models: parallel ≡ serial (float64; float32 flips only within round-off), spikes,
+validation, groups, op counts against counted operations, bf16 autocast, masked-PSN schedule."""
+import copy
 import json
+from fractions import Fraction
 
 import pytest
 import torch
 
+from conftest import DispatchLog
 from spikelib import diagnostics, metrics
-from spikelib.diagnostics import serial_agreement
+from spikelib.memory import S4D
 from spikelib.models import MODELS, ModelConfig, build
+from spikelib.psn import MaskedPSN
 
 B, L, D_IN = 2, 24, 3
 SMALL = dict(d_input=D_IN, n_classes=5, d_model=8, n_layers=2, d_state=4, theta_init=0.5)
@@ -57,14 +62,83 @@ def test_lif_serial_forms_agree():
     assert all(torch.equal(p, q) for p, q in zip(sa, sb))
 
 
-@pytest.mark.parametrize("name", [m for m in MODELS if m not in ("s4d", "lif")])
-def test_float32_flips_are_reported(name, record_property):
-    """float32: the two forms may round a decision differently; the fraction is reported only."""
-    model = _model(name, dtype=torch.float32)
-    agree = serial_agreement(model, _x(torch.float32, length=64))
-    record_property(f"{name}_float32_flip_fraction", agree["flip_fraction"])
-    record_property(f"{name}_float32_max_logit_diff", agree["max_logit_diff"])
-    assert all(0.0 <= f <= 1.0 for f in agree["flip_fraction"])
+EPS32 = torch.finfo(torch.float32).eps
+# float32 round-off of a threshold input v (|v32 − v64|, B 8, L 128, four inputs; Intel Xeon,
+# torch 2.14.1): ≤ 3.5e-6 for y, the PSN window and the decay-gate membrane (the serial S4D
+# recurrence is the largest), 6.8e-5 for the soft-reset IF's running sum (its cumsum over L).
+# DELTA is about 10× that: a decision farther than DELTA from its threshold cannot flip.
+DELTA = {"frssm": 3e-5, "pssm": 3e-5, "ddsn": 3e-5, "sif": 7e-4}
+FLOAT32 = [("frssm", {}), ("frssm", {"polarity": "on_off"}), ("pssm", {"psn_order": 5}),
+           ("ddsn", {}), ("ddsn", {"ddsn_spike": "integer"}), ("sif", {})]
+
+
+def _first_flips(forms, ref):
+    """Per sequence b, where the spike trains ``forms`` (lists of (B, L, H) per layer) first
+    differ from ``ref``: (t, layer, channels that differ), earliest t first, then lowest
+    layer; None where they agree everywhere."""
+    B, out = ref[0].shape[0], []
+    for b in range(B):
+        first = None
+        for layer, r in enumerate(ref):
+            diff = torch.zeros_like(r[b], dtype=torch.bool)                  # (L, H)
+            for f in forms:
+                diff |= f[layer][b].double() != r[b].double()
+            times = diff.any(-1).nonzero()
+            if len(times) and (first is None or times[0].item() < first[0]):
+                t = times[0].item()
+                first = (t, layer, diff[t].nonzero().flatten())
+        out.append(first)
+    return out
+
+
+def _pin_thresholds_on_decisions(model, x):
+    """Set each channel's θ of layer 0 (frssm, pssm) to a value its threshold input takes, so
+    that some decisions sit on the threshold (float64 distance 0) and float32 may round them
+    either way."""
+    layer = model.layers[0]
+    if not any(layer is lay for lay, _ in model.thresholds()):
+        return
+    with torch.no_grad():
+        v, _ = diagnostics.threshold_view(layer.spike, layer.ssm(layer.norm(model.encoder(x))))
+    v = v[0, v.shape[1] // 2:]                                             # (L/2, H)
+    theta = layer.spike.theta.detach().clone()
+    top = v.max(dim=0).values
+    theta[top > 0] = top[top > 0].to(theta.dtype)
+    layer.spike.set_theta(theta)
+
+
+@pytest.mark.parametrize("name, kw", FLOAT32, ids=[f"{n}-{'-'.join(map(str, k.values()))}"
+                                                   for n, k in FLOAT32])
+def test_float32_flips_only_at_decisions_within_round_off(name, kw):
+    """float32: the parallel and serial forms round differently (FFT against recurrence, scan
+    against loop), so a decision within their round-off of the threshold may come out either
+    way; one farther away must not. A flip changes what follows it (the refractory countdown,
+    the soft reset's charge, the next layer's input), so the property is checked where the
+    float32 parallel, float32 serial and float64 spikes first differ in each sequence: every
+    channel that differs there is a decision whose float64 distance to its threshold
+    (``diagnostics.distances`` on a float64 copy) is at most DELTA. Sequences with no flip
+    have logits within float32 round-off of the float64 ones (observed ≤ 5.6 eps32·max|logit|;
+    bound 50). frssm and pssm get thresholds pinned on decisions, so that decisions within
+    round-off occur (on random inputs none came that close) and the forms do flip."""
+    model = _model(name, dtype=torch.float32, **kw)
+    x = torch.randn(8, 128, D_IN, generator=torch.Generator().manual_seed(5))
+    _pin_thresholds_on_decisions(model, x)
+    m64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        par, s_par = model(x, return_spikes=True)
+        ser, s_ser = model.forward_serial(x, return_spikes=True)
+        ref, s_ref = m64(x.double(), return_spikes=True)
+        dist = diagnostics.distances(m64, x.double())
+    if name in ("frssm", "pssm"):
+        assert min(d.min().item() for d in dist) < 1e-6           # pinned decisions exist
+    scale = ref.abs().max().item()
+    for b, first in enumerate(_first_flips([s_par, s_ser], s_ref)):
+        if first is None:
+            for out in (par, ser):
+                assert (out[b].double() - ref[b]).abs().max().item() <= 50 * EPS32 * scale
+        else:
+            t, layer, channels = first
+            assert dist[layer][b, t, channels].max().item() <= DELTA[name], (b, first)
 
 
 def test_spike_properties():
@@ -127,20 +201,158 @@ def test_masked_psn_option():
         model.forward_serial(_x())
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_op_counts_and_energy(name):
-    model = _model(name)
+def _masked_lambda_expected(epoch: int, epochs: int) -> float:
+    """λ after ``on_epoch(epoch, epochs)``, from the schedule λ = min(1, 8·epoch/(epochs − 1))
+    of Fang et al. 2023 in exact rationals (1 for a single epoch)."""
+    if epochs == 1:
+        return 1.0
+    return float(min(Fraction(1), Fraction(8 * epoch, epochs - 1)))
+
+
+def test_masked_psn_lambda_schedule_on_every_layer():
+    """``on_epoch`` sets λ on every masked-PSN layer, for several run lengths, as the formula
+    above says (which never calls ``spikelib.psn.masked_lambda``)."""
+    model = _model("pssm", psn_kind="masked", psn_order=3, seq_len=L, n_layers=3)
+    spikes = [layer.spike for layer in model.layers]
+    assert len(spikes) == 3 and all(isinstance(s, MaskedPSN) for s in spikes)
+    seen = set()
+    for epochs in (1, 2, 9, 10, 17, 33):
+        for epoch in range(epochs):
+            model.on_epoch(epoch, epochs)
+            want = _masked_lambda_expected(epoch, epochs)
+            assert [float(s.lambda_) for s in spikes] == [want] * 3, (epoch, epochs)
+            seen.add(want)
+    assert {0.0, 0.25, 0.5, 0.75, 8 / 9, 1.0} <= seen          # the ramp, not only its ends
+
+
+def test_masked_psn_is_exactly_causal_at_lambda_one():
+    """At λ = 1 every layer's effective weight is W ⊙ M_k exactly: zero above the diagonal and
+    outside the band of k steps (M_k written out here); the model's spikes before t then do
+    not depend on the input after t. At λ = 0 the weight is W itself and the past does."""
+    k = 3
+    model = _model("pssm", psn_kind="masked", psn_order=k, seq_len=L)
+    band = torch.tensor([[1.0 if 0 <= t - j < k else 0.0 for j in range(L)] for t in range(L)],
+                        dtype=torch.float64)
+    x = _x()
+    future = x.clone()
+    future[:, L // 2 + 1:] = torch.randn(B, L - L // 2 - 1, D_IN, dtype=torch.float64,
+                                         generator=torch.Generator().manual_seed(9))
+    for epoch, lam in ((0, 0.0), (8, 1.0)):
+        model.on_epoch(epoch, 9)
+        for layer in model.layers:
+            w, w_eff = layer.spike.weight, layer.spike.effective_weight()
+            assert float(layer.spike.lambda_) == lam
+            assert torch.equal(w_eff, w * band if lam == 1.0 else w)
+            if lam == 1.0:
+                assert not torch.triu(w_eff, diagonal=1).any() and not (w_eff * (1 - band)).any()
+        with torch.no_grad():
+            _, before = model(x, return_spikes=True)
+            _, after = model(future, return_spikes=True)
+        past = [torch.equal(a[:, : L // 2 + 1], b[:, : L // 2 + 1]) for a, b in zip(before, after)]
+        assert all(past) if lam == 1.0 else not all(past)
+
+
+# bf16 autocast: the logits against float32, in units of bf16's unit round-off 2^-8 of
+# max|logit| (B 4, L 64, seed 0; Intel Xeon, torch 2.14.1): 1.0 (s4d) to 4.1 (ddsn); up to 6.7
+# over six seeds. Most of it comes from spikes that flip at decisions within bf16 round-off
+# of θ, and which ones flip depends on the machine's bf16 kernels, so the bound, 32 units
+# (1/8 of max|logit|), leaves more room than a bound on deterministic round-off would.
+BF16 = [(m, {}) for m in MODELS] + [("pssm", {"psn_kind": "masked", "psn_order": 4,
+                                              "seq_len": 64})]
+
+
+@pytest.mark.parametrize("name, kw", BF16, ids=list(MODELS) + ["pssm-masked"])
+def test_bf16_autocast_runs_close_to_float32_with_the_ssm_in_float32(name, kw):
+    """Under ``torch.autocast('cpu', dtype=torch.bfloat16)`` every model runs, its logits are
+    finite and within 32·2^-8·max|logit| of the float32 ones; inside, the S4D kernel and FFT
+    stay float32: every FFT sees float32/complex64 only, no complex32 appears, and each S4D
+    output is exactly its float32 output on the same input, rounded to the output dtype."""
+    model = _model(name, dtype=torch.float32, **kw)
+    x = torch.randn(4, 64, D_IN, generator=torch.Generator().manual_seed(0))
+    seen = []
+    hooks = [layer.ssm.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0],
+                                                                                 out)))
+             for layer in model.layers]
     with torch.no_grad():
+        ref = model(x)
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16), DispatchLog() as log:
+            out = model(x)
+        for h in hooks:
+            h.remove()
+        assert len(seen) == SMALL["n_layers"]
+        for ssm, u, y in seen:
+            assert isinstance(ssm, S4D) and torch.equal(y, ssm(u.float()).to(y.dtype))
+    assert log.dtypes("fft") and log.dtypes("fft") <= {torch.float32, torch.complex64}
+    assert torch.complex32 not in {d for _, dtypes, _, _ in log.calls for d in dtypes}
+    assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())
+    assert (out.float() - ref).abs().max().item() <= 32 * 2 ** -8 * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("name", [
+    "ddsn",
+    pytest.param("sif", marks=pytest.mark.xfail(strict=True, reason=(
+        "SoftResetIF.forward sums its input in the input's dtype: under bf16 autocast the "
+        "running sum S_t is bf16 (measured: 7-13% of the spikes differ from float32 at L = 256, "
+        "against <= 0.2% for the other models); keep S_t and its running max in float32 in "
+        "spikelib.neurons (cast only the spikes back), then drop this xfail")))])
+def test_bf16_autocast_keeps_the_scans_in_float32(name):
+    """The long accumulations over time — the decay scan (``linear_scan``: cumsum and addcmul)
+    and the soft-reset IF's running sum and maximum (cumsum, cummax) — run in float32 under bf16
+    autocast: a bf16 sum of L terms keeps only 8 significant bits."""
+    model = _model(name, dtype=torch.float32)
+    x = torch.randn(4, 64, D_IN, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), DispatchLog() as log:
+        model(x)
+    scans = log.dtypes("cumsum") | log.dtypes("cummax") | log.dtypes("addcmul")
+    assert scans and scans <= {torch.float32}, scans
+
+
+@pytest.mark.parametrize("name, kw",
+                         [(m, {}) for m in MODELS] + [("frssm", {"polarity": "on_off"})],
+                         ids=list(MODELS) + ["frssm-on_off"])
+def test_op_counts_and_sops_against_counted_operations(name, kw):
+    """``metrics.op_counts`` and ``metrics.sops`` against what the forward pass does: forward
+    hooks on every Linear count its multiply-accumulates per sequence from the shapes it really
+    sees (rows × fan-in × fan-out) and, on each layer's mixing Linear, Σ |input| × fan-out (a
+    spike of value n is n events, each reaching 2H outputs); the GLU's products are counted
+    from the dispatched ``glu`` ops."""
+    model = _model(name, **kw)
+    macs, events = {}, {}
+
+    def hook(module, inputs, _):
+        (u,) = inputs
+        key = id(module)
+        rows = u.numel() // u.shape[-1] / u.shape[0]                   # per sequence
+        macs[key] = rows * module.in_features * module.out_features
+        events[key] = u.abs().sum().item() * module.out_features / u.shape[0]
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in linears]
+    with torch.no_grad(), DispatchLog() as log:
         _, spikes = model(_x(), return_spikes=True)
+    for h in handles:
+        h.remove()
     ops = metrics.op_counts(model, L)
-    assert ops["spiking"] == (name != "s4d")
-    assert ops["mix_macs"] == [L * 8 * 16] * 2 and ops["state_macs"][0] > 0
-    e = metrics.energy(ops, metrics.sops(spikes, ops["mix_fan_out"]) if ops["spiking"] else None)
-    assert e["total_pJ"] > 0 and e["state_update_pJ"] > 0
-    if ops["spiking"]:                            # SOPs = rate × dense MACs of the mixing Linear
-        rates = metrics.firing_rates(spikes)
-        for r, s, m in zip(rates, metrics.sops(spikes, 16), ops["mix_macs"]):
-            assert s == pytest.approx(r * m)
+    mix = [id(layer.mix) for layer in model.layers]
+    assert ops["spiking"] == (name != "s4d") and ops["length"] == L
+    assert ops["encoder_macs"] == macs[id(model.encoder)]
+    assert ops["mix_macs"] == [macs[k] for k in mix]
+    assert ops["readout_macs"] == macs[id(model.decoder)]
+    glu = [shape for op, _, shape, _ in log.calls if op.startswith("glu")]
+    assert len(glu) == SMALL["n_layers"]
+    assert ops["glu_macs"] == [shape[1] * shape[2] for shape in glu]   # (B, L, H): L·H each
+    assert ops["mix_fan_out"] == model.layers[0].mix.out_features
+    if ops["spiking"]:
+        sops = metrics.sops(spikes, ops["mix_fan_out"])
+        assert sops == pytest.approx([events[k] for k in mix], rel=1e-12)
+        assert all(v > 0 for v in sops)
+        e = metrics.energy(ops, sops)
+        assert e["mix_pJ"] == pytest.approx([metrics.E_AC_PJ * events[k] for k in mix])
+    else:
+        e = metrics.energy(ops, None)
+        assert e["mix_pJ"] == pytest.approx([metrics.E_MAC_PJ * macs[k] for k in mix])
+    assert e["state_update_pJ"] > 0
 
 
 # -- the levers of the spiking gap (ours): ON/OFF spikes, straight-through refractory gradient,
@@ -259,19 +471,22 @@ def test_theta_stays_positive_under_any_update():
         assert torch.isfinite(model(_x())).all()
 
 
-def test_theta_lr_tags_thresholds_and_no_weight_decay():
-    model = _model("frssm", theta_lr=0.05)
-    groups = model.param_groups(lr=0.01, weight_decay=0.1)
+def _theta_groups(model, lr=0.01, weight_decay=0.1):
+    """(the ids of every log θ, the optimiser groups that hold any of them)."""
     theta_ids = {id(m.log_theta) for m in model.modules() if hasattr(m, "log_theta")}
-    for g in groups:
-        ids = {id(p) for p in g["params"]}
-        if ids & theta_ids:
-            assert ids == theta_ids and g["lr"] == 0.05 and g["weight_decay"] == 0.0
-    plain = _model("frssm").param_groups(lr=0.01, weight_decay=0.1)
-    assert all(g["weight_decay"] == 0.0 for g in plain
-               if {id(p) for p in g["params"]} & {id(m.log_theta) for m in
-                                                    _model("frssm").modules()
-                                                    if hasattr(m, "log_theta")})
+    groups = model.param_groups(lr=lr, weight_decay=weight_decay)
+    return theta_ids, [g for g in groups if {id(p) for p in g["params"]} & theta_ids]
+
+
+def test_theta_lr_tags_thresholds_and_no_weight_decay():
+    theta_ids, groups = _theta_groups(_model("frssm", theta_lr=0.05))
+    assert len(theta_ids) == SMALL["n_layers"] and len(groups) == 1   # one group: θ only
+    (g,) = groups
+    assert {id(p) for p in g["params"]} == theta_ids
+    assert g["lr"] == 0.05 and g["weight_decay"] == 0.0
+    theta_ids, groups = _theta_groups(_model("frssm"))                 # no theta_lr: the run's
+    assert groups and all(g["lr"] == 0.01 and g["weight_decay"] == 0.0 for g in groups)
+    assert theta_ids <= {id(p) for g in groups for p in g["params"]}
 
 
 def test_probe_reports_per_layer_diagnostics_without_randomness():

@@ -129,8 +129,26 @@ def test_masked_lambda_schedule_and_checks():
         with pytest.raises(ValueError, match="k"):
             MaskedPSN(k, T)
     m.set_lambda(0.25)
-    assert MaskedPSN(2, 5).load_state_dict(m.state_dict()) is not None
     assert "lambda_=0.25" in repr(m)
+
+
+def test_masked_psn_state_dict_round_trip():
+    """λ is a buffer: a fresh module loaded from the state dict has the same λ, weights and
+    bias, and computes the same membrane and spikes (it differed before loading)."""
+    torch.manual_seed(4)
+    m = MaskedPSN(2, 5).double()
+    m.set_lambda(0.25)
+    fresh = MaskedPSN(2, 5).double()
+    x = torch.randn(3, 5, 4, dtype=F64) * 2
+    assert float(fresh.lambda_) == 0.0 and not torch.equal(fresh.weight, m.weight)
+    assert not torch.equal(fresh.membrane(x), m.membrane(x))
+    fresh.load_state_dict(m.state_dict())
+    assert float(fresh.lambda_) == 0.25 and "lambda_=0.25" in repr(fresh)
+    for name in ("weight", "bias", "mask", "lambda_"):
+        assert torch.equal(getattr(fresh, name), getattr(m, name)), name
+    assert torch.equal(fresh.effective_weight(), m.effective_weight())
+    assert torch.equal(fresh.membrane(x), m.membrane(x)) and torch.equal(fresh(x), m(x))
+    assert 0 < m(x).mean() < 1                           # spikes of both kinds compared
 
 
 # ---------------------------------------------------------------------------- sliding PSN
