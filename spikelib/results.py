@@ -290,7 +290,7 @@ def markdown(rows: list[dict]) -> str:
     if not rows:
         return ""
     cols = list(rows[0])
-    cell = lambda v: str(v).replace("|", "\\|")                   # noqa: E731
+    cell = lambda v: str(v).replace("|", "\\|").replace("*", "\\*")  # noqa: E731
     return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
                       *("| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows)])
 
