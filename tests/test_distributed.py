@@ -17,6 +17,8 @@ from conftest import fmnist_root
 from spikelib import distributed as D
 from spikelib import train as T
 
+# one xdist worker runs the whole module, so the shared launches happen once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group("torchrun")
 TINY = {"d_model": 8, "n_layers": 1, "d_state": 4}
 # the adding problem, L = 24, 96 training sequences, batch 32, dropout 0.1 (random per rank)
 ADDING = dict(model="frssm", dataset="adding", length=24, model_config=TINY, profile="smoke",

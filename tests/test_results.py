@@ -14,8 +14,9 @@ def _training(model, seed, acc, root, *, sets=None, prov=None, rate=(0.1, 0.3), 
          "config": {"model_config": sets or {}}, "firing_rate": list(rate) if rate else None,
          "energy": {"total_pJ": 2e5}, "history": [{"epoch": 1, "val_acc": acc - 0.1},
                                                    {"epoch": 2, "val_acc": acc}],
-         "provenance": prov or results.provenance(commit="c0ffee1234567")}
-    name = name or f"fmnist-{model}-cpu-s{seed}{''.join(f'-{k}={v}' for k, v in (sets or {}).items())}"
+         "provenance": prov or results.provenance(commit="c0ffee1234567") | {"dirty": False}}
+    suffix = "".join(f"-{k}={v}" for k, v in (sets or {}).items())
+    name = name or f"fmnist-{model}-cpu-s{seed}{suffix}"
     results.write_result(root / "results" / f"{name}.json", r)
 
 
@@ -44,7 +45,8 @@ def test_code_status_current_stale_unknown(tmp_path):
 def test_summary_table_groups_seeds(tmp_path):
     for seed, acc in enumerate((0.80, 0.82, 0.87)):
         _training("frssm", seed, acc, tmp_path)
-    _training("frssm", 0, 0.70, tmp_path, sets={"refractory": 4})
+    _training("frssm", 0, 0.70, tmp_path, sets={"refractory": 4},
+              prov=results.provenance(commit="d1rty") | {"dirty": True})
     _training("s4d", 0, 0.90, tmp_path, rate=None,
               prov={"commit": "0ld", "device": "cpu", "command": "python -m spikelib.train"})
     results.write_result(tmp_path / "results" / "bench-x-cpu.json",
@@ -62,6 +64,7 @@ def test_summary_table_groups_seeds(tmp_path):
     text = results.format_summary(rows)
     assert text[0]["test"] == f"{100 * frssm['mean']:.2f} ± {100 * frssm['spread']:.2f} %"
     assert text[2]["firing"] == "–" and text[0]["commit"] == "c0ffee1234"
+    assert text[1]["commit"] == "d1rty*"                       # uncommitted changes marked
     md = results.markdown(text).splitlines()
     assert md[0].startswith("| dataset | model | settings |") and len(md) == 2 + len(rows)
 
