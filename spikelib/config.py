@@ -53,7 +53,7 @@ class RunConfig:
     model_config: dict = _arg({}, "override a ModelConfig field, e.g. --set d_model=64 "
                                   "(repeatable)", flag="--set")
     profile: str | None = _arg(None, "default: $SPIKELIB_PROFILE, else smoke",
-                               choices=("smoke", "cpu", "full"))
+                               choices=tuple(PROFILES))
     seed: int = _arg(0, "seed of the initialisation, the epoch order and dropout")
     epochs: int | None = _arg(None, "default: from the profile")
     batch_size: int = _arg(64, "global batch (under torchrun: split over the processes)")
@@ -64,8 +64,8 @@ class RunConfig:
     length: int | None = _arg(None, "sequence length of 'adding'")
     synthetic: bool = _arg(False, "SYNTHETIC full-size random data: timing only, no accuracy "
                                   "reported")
-    verify: bool = _arg(True, "read CIFAR pickles without the MD5 check (generated fixtures "
-                              "only)", flag="--no-verify")
+    verify: bool = _arg(True, "check CIFAR pickles with torchvision's MD5 sums; --no-verify "
+                              "reads them unchecked (generated fixtures only)", flag="--no-verify")
     device: str = _arg("auto", "auto | cpu | cuda | cuda:1 ...", operational=True)
     out: str = _arg("runs", "checkpoints and logs: <out>/<run_name>/", operational=True)
     results: str = _arg("results", "result JSON folder: <results>/<run_name>.json",
@@ -79,7 +79,8 @@ class RunConfig:
     data_root: str | None = _arg(None, "default: $SPIKELIB_DATA, else ./data", operational=True)
     download: bool = _arg(False, "let torchvision download data (needs internet)",
                           operational=True)
-    progress: bool | None = _arg(None, "tqdm bars; default: only on a terminal",
+    progress: bool | None = _arg(None, "tqdm bars (by default only on a terminal); "
+                                       "--no-progress turns them off",
                                  operational=True, flag="--no-progress")
     threads: int | None = _arg(None, "torch.set_num_threads on CPU", operational=True)
     dist_timeout: float = _arg(1800.0, "torchrun: seconds a process waits for the others in a "
@@ -212,11 +213,16 @@ def _converter(kind, name: str):
     return convert
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):              # no "(default: ...)" after a switch
+        return action.help if action.nargs == 0 else super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     """``python -m spikelib.train``'s parser: one flag per :class:`RunConfig` field."""
     p = argparse.ArgumentParser(prog="python -m spikelib.train",
                                 description="Train a spikelib model (see spikelib.train).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_Help)
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         meta = dict(f.metadata)
