@@ -1,8 +1,11 @@
 """Input validation shared by the public entry points.
 
-Checks run once, where a user hands data to spikelib (model forward, CLI, constructors) or behind
-a ``validate=`` flag; never inside a per-step loop (``isfinite().all()`` syncs the GPU).
-Every failure is one ``ValueError`` that names the argument and says what was expected.
+Shape, rank and dtype checks read only metadata and cost nothing on a GPU. The finite check
+(``isfinite().all()``) reads a value back, which makes the CPU wait for the GPU, so it runs where
+data enter spikelib once — ``spikelib.data`` checks every split on load — or behind a
+``validate=`` flag, never in a training step: a forward pass calls ``check_tensor(...,
+finite=False)``. Every failure is one ``ValueError`` that names the argument and says what was
+expected.
 """
 from __future__ import annotations
 
