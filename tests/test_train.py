@@ -262,17 +262,6 @@ def test_resume_refuses_other_config_and_corrupt_files(tmp_path):
         T.train(_adding_run(tmp_path, run_name="never", resume=True))
 
 
-def test_rng_state_round_trip():
-    torch.manual_seed(1), np.random.seed(2), random.seed(3)
-    saved = CK.rng_state()
-    first = (torch.rand(3), np.random.rand(3), random.random())
-    torch.manual_seed(9), np.random.seed(9), random.seed(9)
-    CK.set_rng_state(saved)
-    again = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
-    assert first[2] == again[2]
-
-
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ck.pt"
     good = {"identity": {"a": 1}, "epoch": 1, "model": {}, "optimizer": {}, "scheduler": {},
@@ -289,7 +278,9 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]       # no temporary file left
 
 
-def test_restore_refuses_another_number_of_processes(tmp_path):
+def test_restore_continues_this_process_rng_and_refuses_another_world(tmp_path):
+    """restore() puts back every random state of the saved process (torch, numpy, random), and
+    refuses a checkpoint written by another number of processes."""
     T.train(_adding_run(tmp_path, stop_after_epoch=1))
     path = tmp_path / "runs" / "r" / "checkpoint.pt"
     cfg, mcfg = T.resolve(_adding_run(tmp_path))
@@ -297,6 +288,13 @@ def test_restore_refuses_another_number_of_processes(tmp_path):
     assert len(ck["rng_ranks"]) == 1 and ck["format"] == CK.FORMAT
     model = build(**mcfg.to_dict())
     opt, sched = T.make_optimizer(model, cfg.lr, cfg.weight_decay, 10)
+    CK.set_rng_state(ck["rng"])
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    CK.restore(ck, model, opt, sched, path)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+    assert torch.equal(model.decoder.weight, ck["model"]["decoder.weight"])
     with pytest.raises(ValueError, match="1 process.*this run has 2"):
         CK.restore(ck, model, opt, sched, path, rank=1, world=2)
 
