@@ -11,7 +11,11 @@ Sharding (the choice of spikelib's loop): every process draws the same seeded ep
 cuts it into the same global batches of ``batch_size``; process ``r`` of ``W`` trains on the
 ``r``-th of ``W`` consecutive slices of each global batch (:func:`shard`). The examples of an
 epoch and the composition of every optimiser step are those of a single process with the same
-``batch_size``; ``DistributedDataParallel`` averages the gradients.
+``batch_size``; ``DistributedDataParallel`` averages the gradients (a shard's loss is weighted by
+its share when a shorter last batch splits unevenly). The parameters then equal a single
+process's up to the order of float sums, not bit for bit. Evaluation, the probe, checkpoints,
+logs and the result are rank 0's alone (the others wait at their next all-reduce): a validation
+or test number is that of one process evaluating the same parameters.
 """
 from __future__ import annotations
 
