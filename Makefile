@@ -34,8 +34,9 @@ $(DATA)/FashionMNIST/raw/t10k-labels-idx1-ubyte:
 book: $(STAMP) data
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+# --dist loadgroup keeps tests marked xdist_group (the shared torchrun launches) on one worker.
 pytest: $(STAMP) data
-	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(JOBS) tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(JOBS) --dist loadgroup tests
 
 # One torch thread per xdist worker: 2 workers on 2 cores, no oversubscription.
 # nbval collects .ipynb only: pair each MyST notebook chapter (those with a kernelspec; intro and

@@ -1,16 +1,48 @@
 """What every benchmark script shares: its common flags, the device and thread set-up, the
-provenance it records and the file it writes (``results/<stem>-<device>[-<profile>].json``)."""
+timer, the provenance it records and the file it writes
+(``results/<stem>-<device>[-<profile>].json``)."""
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
 import torch
+import torch.utils.benchmark as benchmark
 
-from spikelib.results import device_name, device_slug, find_root, provenance, tf32_state
-from spikelib.train import pick_device
+from spikelib.device import device_name, pick_device
+from spikelib.results import find_root, provenance
+
+
+def measure(fn, repeats: int) -> benchmark.Measurement:
+    """Time ``fn()`` with ``torch.utils.benchmark.Timer``: it keeps the script's thread count,
+    warms up (two calls), synchronises CUDA around the timed block and returns the mean of
+    ``repeats`` calls (``.mean``; ``.times`` holds it too)."""
+    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.timeit(repeats)
+
+
+def clock() -> float:
+    """Seconds now, after waiting for queued CUDA work: ``torch.utils.benchmark.timer``. The
+    difference of two calls times a region that is not one repeated statement (a sequence of
+    distinct training steps)."""
+    return benchmark.timer()
+
+
+def tf32_state() -> dict:
+    """The TF32 switches as found (benchmarks record them and change none)."""
+    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def device_slug(device: str | torch.device) -> str:
+    """'cpu', or the GPU's name in lower case with dashes: the suffix of benchmark files."""
+    if torch.device(device).type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def common_args(p: argparse.ArgumentParser, profiles=None, model_overrides: bool = False):

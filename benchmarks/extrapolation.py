@@ -8,7 +8,7 @@ the constant 1 gives MSE 1/6 — the line a model must beat to have learned anyt
 1. Train every model with ``spikelib.train.train(RunConfig(dataset='adding', length=L_train))``
    — the library's loop, optimizer and schedule — into a work folder (default
    ``runs/extrapolation-<device>/``), then load its last checkpoint with
-   ``spikelib.train.load_checkpoint`` (which checks that it belongs to this configuration).
+   ``spikelib.checkpoint.load_checkpoint`` (which checks that it belongs to this configuration).
 2. Evaluate the trained model with ``forward_serial`` (a loop over ``step``; O(1) state per
    layer: nothing in it grows with L) on fresh adding sequences at each evaluation length (new
    seeds: 10,000 + L), in eval mode, fp32.
@@ -52,11 +52,14 @@ from pathlib import Path
 
 import torch
 
-from _bench import common_args, record, result_path, run_stem, setup
+from _bench import clock, common_args, measure, record, result_path, run_stem, setup, tf32_state
 from spikelib import data as sdata
 from spikelib import train as T
+from spikelib.checkpoint import load_checkpoint
+from spikelib.config import identity, resolve
+from spikelib.device import device_name
 from spikelib.models import MODELS, build
-from spikelib.results import device_name, find_root, tf32_state, write_result
+from spikelib.results import find_root, write_result
 
 DEFAULT_MODELS = ("ddsn", "frssm", "sif", "s4d")
 BASELINE_MSE = 1.0 / 6.0          # predicting the constant 1
@@ -73,9 +76,6 @@ PROFILES = {   # train length, eval lengths, train sequences, max epochs, batch,
                   batch=32, eval_batch=4, model={"d_model": 8, "n_layers": 1, "d_state": 4},
                   max_seconds=None),
 }
-
-
-
 
 
 class Watch:
@@ -131,14 +131,12 @@ def evaluate_serial(model, name: str, length: int, batch: int, device, seed: int
     x, y = x.to(device), y.to(device)                          # (B, L, 2), (B,)
     model.eval()
     watch = Watch(device, membrane_is_y=name == "frssm")
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     with watching(model, watch):
         pred = model.forward_serial(x).squeeze(-1).float()     # (B,)
+    seconds = clock() - t0
     nan = int((~torch.isfinite(pred)).sum())
     mse = torch.mean((pred - y) ** 2).item()                   # NaN if any prediction is
-    seconds = time.perf_counter() - t0                          # .item() above synchronised
     return {"length": length, "mse": mse, "nan_count": nan,
             "max_abs_membrane": watch.max_m.item() if watch.has_membrane else None,
             "max_abs_y": watch.max_y.item(), "nonfinite_state": int(watch.bad.item()),
@@ -147,20 +145,14 @@ def evaluate_serial(model, name: str, length: int, batch: int, device, seed: int
 
 
 def step_seconds(mcfg, a, device) -> float:
-    """Seconds of one training step at the training shape: ``spikelib.train.train_epoch`` on a
-    throwaway model, one warm-up batch, then the mean of two timed batches."""
+    """Seconds of one training step at the training shape: ``spikelib.train.train_epoch`` on
+    one batch of a throwaway model, the mean of two steps after the Timer's warm-up."""
     model = build(**mcfg.to_dict()).to(device)
-    opt, sched = T.make_optimizer(model, a.lr, 0.01, 3)
-    ds = sdata.adding(3 * a.batch, a.train_length, seed=99).to(device)
-    times = []
-    for i in range(3):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        T.train_epoch(model, opt, sched, ds, a.batch, "regression",
-                      torch.arange(i * a.batch, (i + 1) * a.batch), device, progress=False)
-        times.append(time.perf_counter() - t0)                 # ends with loss.item(): synced
-    return (times[1] + times[2]) / 2
+    opt, sched = T.make_optimizer(model, a.lr, 0.01, 4, device)
+    ds = sdata.adding(a.batch, a.train_length, seed=99).to(device)
+    one = torch.arange(a.batch)
+    return measure(lambda: T.train_epoch(model, opt, sched, ds, a.batch, "regression", one,
+                                         device, progress=False), 2).mean
 
 
 def shown(path, root: Path) -> str:
@@ -186,8 +178,8 @@ def train_model(cfg: T.RunConfig, device) -> tuple:
     t0 = time.perf_counter()
     res = T.train(cfg)
     seconds = time.perf_counter() - t0
-    resolved, mcfg = T.resolve(cfg)
-    ck = T.load_checkpoint(run_dir / "checkpoint.pt", T.identity(resolved, mcfg))
+    resolved, mcfg = resolve(cfg)
+    ck = load_checkpoint(run_dir / "checkpoint.pt", identity(resolved, mcfg))
     model = build(**mcfg.to_dict()).to(device)
     model.load_state_dict(ck["model"])
     return model, {"run": cfg.run_name, "epochs": cfg.epochs,
@@ -204,8 +196,8 @@ def plan_epochs(a, work: Path, device, model_config: dict) -> tuple[int, dict]:
     Decided before training, so each cosine schedule is that of a run of that many epochs."""
     if a.max_seconds is None:
         return a.epochs, {}
-    step_s = {name: step_seconds(T.resolve(run_config(name, a, work, device, model_config,
-                                                      1))[1], a, device)
+    step_s = {name: step_seconds(resolve(run_config(name, a, work, device, model_config, 1))[1],
+                                 a, device)
               for name in a.models}
     per_epoch = 1.15 * -(-a.train_sequences // a.batch) * sum(step_s.values())
     return max(1, min(a.epochs, int(TRAIN_FRACTION * a.max_seconds / per_epoch))), step_s

@@ -6,7 +6,10 @@
 # stages
 #   check         environment only: GPU, torch, TF32 switches, spikelib imports, the data
 #   bench         the timing scripts, each under its own time limit: parallel_vs_serial.py,
-#                 train_step.py, serial_inference.py, scifar_epoch.py (each model stopped after
+#                 train_step.py, then two checks of the training loop — one epoch under
+#                 torchrun with one process (DistributedDataParallel on NCCL; synthetic data,
+#                 smoke model) and sync_check.py (where a training step waits for the GPU) —
+#                 serial_inference.py, scifar_epoch.py (each model stopped after
 #                 SCIFAR_SECONDS and estimated), then extrapolation.py in the time left (its
 #                 --max-seconds picks the epochs and skips eval lengths that would not fit)
 #   scifar        scifar_epoch.py timing whole synthetic sCIFAR epochs (s4d, frssm, pssm)
@@ -190,6 +193,16 @@ stage_bench() {
   local ts=("${common[@]}" --out "$RES")
   tiny && ts+=(--lengths 32 --batch 2 --repeats 1 --models s4d frssm lif)
   run_step train_step 120 "$PY" benchmarks/train_step.py "${ts[@]}"
+  # data parallel on this device: one torchrun epoch, one process (NCCL on CUDA, gloo on CPU)
+  local dd=(--standalone --nproc_per_node=1 -m spikelib.train --model frssm --dataset fmnist
+            --synthetic --profile smoke --epochs 1 --device "$DEVICE" --commit "$COMMIT"
+            --out runs/runbook-torchrun --results "$LOGDIR/torchrun" --run-name torchrun-world1
+            --no-progress --dist-timeout 120)
+  tiny && dd+=(--limit-train 64 --limit-eval 32 --set d_model=8 --set n_layers=1 --set d_state=4)
+  run_step torchrun_world1 120 "$PY" -m torch.distributed.run "${dd[@]}"
+  local sy=(--device "$DEVICE")
+  tiny && sy+=(--steps 3 --length 32)
+  run_step sync_check 90 "$PY" benchmarks/sync_check.py "${sy[@]}"
   local si=("${common[@]}" --out "$RES")
   tiny && si+=(--profile smoke --d-model 8 --n-layers 1 --d-state 4)
   run_step serial_inference 90 "$PY" benchmarks/serial_inference.py "${si[@]}"
@@ -250,7 +263,8 @@ stage_fmnist_epoch() {
 import glob, json, re, sys
 from pathlib import Path
 import torch
-from spikelib.results import device_name, provenance, write_result
+from spikelib.device import device_name
+from spikelib.results import provenance, write_result
 src, res, commit, device, n, tiny = sys.argv[1:]
 device = torch.device(device)
 rows = []
@@ -333,8 +347,8 @@ fm_worker() {
 stage_fmnist() {
   prepare_fmnist || return 0
   mkdir -p runs/fmnist
-  FM_EPOCHS=$("$PY" -c "import sys; from spikelib.train import FULL_EPOCHS, SMOKE; \
-print(SMOKE['epochs'] if sys.argv[1] == '1' else FULL_EPOCHS['fmnist'])" "$TINY")
+  FM_EPOCHS=$("$PY" -c "import sys; from spikelib.config import FULL_EPOCHS, PROFILES; \
+print(PROFILES['smoke']['epochs'] if sys.argv[1] == '1' else FULL_EPOCHS['fmnist'])" "$TINY")
   say "Fashion-MNIST: ${#FM_MODELS[@]} models + frssm R in ${FM_REFRACTORY[*]}, $FM_EPOCHS epochs each"
   local m r prof=full
   tiny && prof=smoke

@@ -24,14 +24,16 @@ thread's CPU time (time.thread_time; one torch thread), so other processes on a 
 do not inflate it; on CUDA the default timer (synchronises the device).
 
 Fixed shapes (parts 1 and 2): batch 16, 128 channels, fp32 (no autocast), S4D d_state 64.
-Inputs are random (SYNTHETIC, timing only) and require grad; backward takes a fixed random upstream gradient, so
-every module also returns ∂/∂input. One warm-up run (serial loops: on the first 64 steps), then
-the median of ``--repeats`` runs, each bracketed by torch.cuda.synchronize; peak CUDA memory per
-run. The TF32 switches are printed and recorded, never changed.
+Inputs are random (SYNTHETIC, timing only) and require grad; backward takes a fixed random
+upstream gradient, so every module also returns ∂/∂input. Timed with
+torch.utils.benchmark.Timer (``_bench.measure``): two warm-up runs, then the mean of
+``--repeats`` runs, CUDA synchronised around them; peak CUDA memory over those runs. The TF32
+switches are printed and recorded, never changed.
 
 Defaults: GPU L ∈ {1024, 4096, 16384}, 5 repeats (serial loops, launch-bound: 2 repeats for
-1024 < L ≤ 4096 and 1 above, so the whole run stays near a minute); CPU L ∈ {256, 1024},
-3 repeats, serial loops only at the smallest L (under a minute on 2 cores).
+1024 < L ≤ 4096 and 1 above, each after the Timer's two warm-up runs — at L = 16384 a serial
+loop thus runs three times); CPU L ∈ {256, 1024}, 3 repeats, serial loops only at the smallest
+L (under a minute on 2 cores).
 
     python benchmarks/parallel_vs_serial.py                          # auto device
     python benchmarks/parallel_vs_serial.py --device cpu --lengths 256 --repeats 2
@@ -41,20 +43,18 @@ Writes results/bench-parallel-vs-serial-<device>.json (``--out`` a .json path or
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
-import statistics
 import sys
 import time
 
 import torch
 from torch.utils import benchmark
 
-from _bench import common_args, record, result_path, setup
-from spikelib.results import device_name, sync, tf32_state, write_result
+from _bench import common_args, measure, record, result_path, setup, tf32_state
+from spikelib.device import device_name
+from spikelib.results import write_result
 
 BATCH, CHANNELS, R, ORDER, D_STATE = 16, 128, 4, 32, 64
-SERIAL_WARMUP_STEPS = 64
 REFRACTORY_SHAPE = (64, 784, 32)     # the CPU profile's training step: batch, L, d_model
 REFRACTORY_RS = (1, 2, 4, 8)
 REFRACTORY_CHUNKS = (8, 16, 32, 64, 128)
@@ -73,65 +73,35 @@ def fwd_bwd(fn, x: torch.Tensor, g: torch.Tensor, module=None) -> bool:
     return True
 
 
-def timed(fn, x, g, device, repeats: int, module=None, warm_steps: int | None = None) -> dict:
-    """Median seconds of forward + backward over ``repeats`` runs after one warm-up run (on
-    the first ``warm_steps`` time steps if given), and the peak CUDA memory of those runs."""
-    warm = x if warm_steps is None else x[:, :warm_steps].detach().requires_grad_()
-    fwd_bwd(fn, warm, g[:, : warm.shape[1]], module)
-    sync(device)
+def timed(fn, x, g, device, repeats: int, module=None) -> dict:
+    """Seconds of forward + backward: the mean of ``repeats`` runs after the Timer's warm-up
+    (``_bench.measure``), and the peak CUDA memory of those runs."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times, backward = [], True
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        backward = fwd_bwd(fn, x, g, module)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times), "all_seconds": times, "repeats": repeats,
-            "backward": backward,
+    graph = []                                             # whether there was a backward pass
+    m = measure(lambda: graph.append(fwd_bwd(fn, x, g, module)), repeats)
+    return {"seconds": m.mean, "repeats": repeats, "backward": graph[-1],
             "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else None}
 
 
-def _optional(module: str):
-    """A teammate's module, or (None, reason) while it does not exist yet."""
-    try:
-        return importlib.import_module(module), None
-    except ModuleNotFoundError as err:
-        if err.name != module:                  # a broken import inside it: show the error
-            raise
-        return None, f"{module} does not exist in this tree"
-
-
 def pairs(device):
-    """name -> (parallel fn, serial fn, module, make input) or a reason string."""
+    """name -> (parallel fn, serial fn, module, kind of input)."""
     from spikelib.ddsn import DynamicDecayNeuron
+    from spikelib.memory import S4D
+    from spikelib.neurons import SoftResetIF
     from spikelib.psn import SlidingPSN
-    out = {}
-    memory, why = _optional("spikelib.memory")
-    if memory is not None:
-        m = memory.S4D(CHANNELS, d_state=D_STATE).to(device)
-        out["s4d"] = (m.forward, m.forward_serial, m, "normal")
-    else:
-        out["s4d"] = why
-    refractory, why = _optional("spikelib.refractory")
-    if refractory is not None:
-        out["refractory"] = (lambda c: refractory.refractory_scan(c, R),
-                             lambda c: refractory.refractory_loop(c, R), None, "bernoulli")
-    else:
-        out["refractory"] = why
-    neurons, why = _optional("spikelib.neurons")
-    if neurons is not None and hasattr(neurons, "SoftResetIF"):
-        m = neurons.SoftResetIF(channels=CHANNELS).to(device)
-        out["soft_if"] = (m.forward, m.forward_serial, m, "positive")
-    else:
-        out["soft_if"] = why or "spikelib.neurons has no SoftResetIF"
-    m = DynamicDecayNeuron(CHANNELS).to(device)
-    out["ddsn"] = (m.forward, m.forward_serial, m, "normal")
-    m = SlidingPSN(ORDER, channels=CHANNELS).to(device)
-    out["sliding_psn"] = (m.forward, m.forward_serial, m, "normal")
-    return out
+    from spikelib.refractory import refractory_loop, refractory_scan
+    s4d = S4D(CHANNELS, d_state=D_STATE).to(device)
+    sif = SoftResetIF(channels=CHANNELS).to(device)
+    ddsn = DynamicDecayNeuron(CHANNELS).to(device)
+    psn = SlidingPSN(ORDER, channels=CHANNELS).to(device)
+    return {"s4d": (s4d.forward, s4d.forward_serial, s4d, "normal"),
+            "refractory": (lambda c: refractory_scan(c, R), lambda c: refractory_loop(c, R),
+                           None, "bernoulli"),
+            "soft_if": (sif.forward, sif.forward_serial, sif, "positive"),
+            "ddsn": (ddsn.forward, ddsn.forward_serial, ddsn, "normal"),
+            "sliding_psn": (psn.forward, psn.forward_serial, psn, "normal")}
 
 
 def refractory_forms(device, R: int) -> dict:
@@ -239,11 +209,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{'par/ser':>8s} {'ser/par':>8s}", flush=True)
     for L in lengths:
         for name, entry in table.items():
-            if isinstance(entry, str):
-                rows.append({"module": name, "length": L, "skipped": entry})
-                if L == lengths[0]:
-                    print(f"{name:12s} SKIP: {entry}", flush=True)
-                continue
             par_fn, ser_fn, module, kind = entry
             x = make_input(kind, L, device, a.seed)
             g = torch.randn(x.shape, generator=torch.Generator().manual_seed(a.seed + 1)
@@ -251,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             par = timed(par_fn, x, g, device, repeats, module)
             row = {"module": name, "length": L, "parallel": par}
             if L <= serial_max:
-                ser = timed(ser_fn, x, g, device, serial_repeats(L), module,
-                            warm_steps=SERIAL_WARMUP_STEPS)
+                ser = timed(ser_fn, x, g, device, serial_repeats(L), module)
                 row |= {"serial": ser, "ratio_parallel_over_serial": par["seconds"] /
                         ser["seconds"], "speedup_serial_over_parallel": ser["seconds"] /
                         par["seconds"]}
@@ -302,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                    "s4d_d_state": D_STATE, "ddsn": "DynamicDecayNeuron defaults"},
         "lengths": lengths, "repeats": repeats, "serial_max_length": serial_max,
         "serial_repeats": {str(L): serial_repeats(L) for L in lengths if L <= serial_max},
-        "timing": "forward + backward (upstream gradient fixed), median of repeats after one "
-                  f"warm-up run (serial: warm-up on {SERIAL_WARMUP_STEPS} steps)",
+        "timing": "forward + backward (upstream gradient fixed): "
+                  "torch.utils.benchmark.Timer.timeit(repeats), the mean of repeats runs after "
+                  "its warm-up of two runs",
         "pairs": rows, "neurons": neurons, "ratios_vs_ddsn": ratios,
         "refractory_forms": refractory,
         "paper_second_hand": {"psn_over_ddsn_16k_forward": 21.7,

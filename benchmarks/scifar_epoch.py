@@ -35,14 +35,14 @@ import math
 import resource
 import statistics
 import sys
-import time
 
 import torch
 
-from _bench import common_args, record, result_path, setup
+from _bench import clock, common_args, record, result_path, setup, tf32_state
 from spikelib import data as sdata
+from spikelib.device import device_name
 from spikelib.models import MODELS, build
-from spikelib.results import device_name, sync, tf32_state, write_result
+from spikelib.results import write_result
 from spikelib.train import epoch_order, make_optimizer, train_epoch
 
 DEFAULT_MODELS = ("s4d", "frssm", "pssm")
@@ -52,9 +52,6 @@ GOAL_SECONDS_H100 = 60.0
 DATA_NOTE = ("SYNTHETIC random uint8 tensors of sequential CIFAR-10's full shape (50,000 x 1024 "
              "x 3, 45k/5k split); real CIFAR-10 cannot be downloaded here. Timing only: no "
              "accuracy is measured or reported.")
-
-
-
 
 
 
@@ -68,28 +65,29 @@ def peak_memory(device: torch.device) -> dict:
 def time_epoch(model, train_set, batch: int, device: torch.device, steps: int | None,
                warmup: int, max_seconds: float | None, seed: int) -> dict:
     """Warm up, then run train_epoch one step at a time over epoch 0's order; stop after
-    ``steps`` steps, at the end of the epoch, or once ``max_seconds`` have passed."""
+    ``steps`` steps, at the end of the epoch, or once ``max_seconds`` have passed. Each step
+    takes the next batch, so this is a walk, not one statement repeated: it is timed with the
+    synchronising clock of torch.utils.benchmark (``_bench.clock``) around every step."""
     per_epoch = math.ceil(len(train_set) / batch)
-    opt, sched = make_optimizer(model, 0.01, 0.01, per_epoch + warmup)
+    opt, sched = make_optimizer(model, 0.01, 0.01, per_epoch + warmup, device)
     order = epoch_order(len(train_set), seed, 0)
     one = lambda idx: train_epoch(model, opt, sched, train_set, batch, "classification",  # noqa
                                   idx, device, progress=False)
     for i in range(warmup):                                    # warm-up: plans, allocator
         one(order[i * batch:(i + 1) * batch])
-    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     limit = per_epoch if steps is None else min(steps, per_epoch)
     step_s = []
-    t_start = time.perf_counter()
+    t_start = t0 = clock()
     for i in range(limit):
-        t0 = time.perf_counter()
-        one(order[i * batch:(i + 1) * batch])                  # ends with loss.item(): synced
-        sync(device)
-        step_s.append(time.perf_counter() - t0)
-        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+        one(order[i * batch:(i + 1) * batch])
+        t1 = clock()
+        step_s.append(t1 - t0)
+        t0 = t1
+        if max_seconds is not None and t1 - t_start > max_seconds:
             break
-    wall = time.perf_counter() - t_start
+    wall = clock() - t_start
     done = len(step_s)
     whole = done == per_epoch
     return {"steps_per_epoch": per_epoch, "steps_timed": done, "whole_epoch": whole,

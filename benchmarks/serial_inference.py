@@ -4,8 +4,9 @@ Each model runs ``SequenceClassifier.forward_serial`` — a Python loop over ``s
 one (S4D state, spiking state) pair per layer and a running sum for the mean readout — on random
 inputs (SYNTHETIC, timing only) at batch 1 and batch 64, in eval mode under
 ``torch.inference_mode``, fp32 (no autocast: at batch 1 the loop is bound by kernel launches, not
-arithmetic). Reported: median seconds over ``--repeats`` runs after a warm-up run, time steps per
-second (L / t, one sequence) and sequence-steps per second (B·L / t). On CPU one thread by
+arithmetic). Reported: the mean seconds of ``--repeats`` runs after torch.utils.benchmark.Timer's
+warm-up (two runs), time steps per second (L / t, one sequence) and sequence-steps per second
+(B·L / t). On CPU one thread by
 default (``--threads``): the tensors of one step are tiny, and a second OpenMP thread stalls the
 loop whenever another process holds a core.
 
@@ -24,22 +25,18 @@ Writes results/serial-inference-<device>.json (with provenance).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
-from _bench import common_args, record, result_path, setup
+from _bench import common_args, measure, record, result_path, setup, tf32_state
+from spikelib.device import device_name
 from spikelib.models import MODELS, build
-from spikelib.results import device_name, sync, tf32_state, write_result
+from spikelib.results import write_result
 
 DEFAULT_MODELS = ("s4d", "frssm", "pssm", "ddsn", "sif")
 # per profile: (length L, repeats)
 PROFILES = {"gpu": (1024, 5), "cpu": (256, 3), "smoke": (16, 1)}
-
-
-
 
 
 
@@ -73,19 +70,13 @@ def state_sizes(model, length: int, device: torch.device) -> list[dict]:
     return rows
 
 
-@torch.inference_mode()
-def serial_time(model, x: torch.Tensor, device: torch.device, repeats: int) -> list[float]:
-    """Seconds of ``model.forward_serial(x)``, one warm-up run then ``repeats`` timed runs."""
-    model.forward_serial(x[:, : min(x.shape[1], 32)])           # warm-up (kernels, allocator)
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        model.forward_serial(x)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
+def serial_time(model, x: torch.Tensor, repeats: int) -> float:
+    """Seconds of ``model.forward_serial(x)`` under ``torch.inference_mode``: the mean of
+    ``repeats`` runs after the Timer's warm-up (``_bench.measure``)."""
+    def run():
+        with torch.inference_mode():
+            model.forward_serial(x)
+    return measure(run, repeats).mean
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,10 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         for batch in a.batches:
             g = torch.Generator().manual_seed(a.seed + batch)
             x = torch.randn(batch, length, 1, generator=g).to(device)   # SYNTHETIC (B, L, 1)
-            times = serial_time(model, x, device, repeats)
-            t = statistics.median(times)
+            t = serial_time(model, x, repeats)
             rows.append({"model": name, "batch": batch, "length": length, "seconds": t,
-                         "all_seconds": times, "steps_per_s": length / t,
+                         "steps_per_s": length / t,
                          "sequence_steps_per_s": batch * length / t})
             print(f"{name:6s} B={batch:3d} {length / t:12.1f} steps/s "
                   f"{batch * length / t:14.1f} seq-steps/s   state/layer "
@@ -142,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "serial_inference", "profile": profile, "synthetic": True,
         "precision": "fp32 (no autocast)", "mode": "eval, inference_mode",
         "model_config": cfg.to_dict() | {"name": None},
-        "length": length, "batches": a.batches, "repeats": repeats, "warmup": "1 run of 32 steps",
+        "length": length, "batches": a.batches, "repeats": repeats,
+        "timing": "torch.utils.benchmark.Timer.timeit(repeats): mean of repeats runs after "
+                  "its warm-up of two runs",
         "rows": rows, "state_bytes_per_layer": states,
         "state_note": "bytes of one layer's (S4D, spike) state for ONE sequence (batch 1); "
                       "equal after 1 and after L steps (O(1) in L)",

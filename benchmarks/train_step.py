@@ -18,34 +18,26 @@ Writes results/bench-train-step-<device>.json (with provenance).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from _bench import common_args, record, result_path, setup
+from _bench import common_args, measure, record, result_path, setup
 from spikelib.diagnostics import serial_agreement
 from spikelib.models import MODELS, build
-from spikelib.results import sync, write_result
+from spikelib.results import write_result
 
 
-def step_time(model, x, y, device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of forward + backward (+ zero_grad) on one batch."""
-    times = []
-    for i in range(warmup + repeats):
-        sync(device)
-        t0 = time.perf_counter()
+def step_time(model, x, y, device, repeats: int) -> float:
+    """Seconds of forward + backward (+ zero_grad) on one batch: the mean of ``repeats``
+    calls after the Timer's warm-up (``_bench.measure``)."""
+    def step():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        loss.backward()
+        F.cross_entropy(logits.float(), y).backward()
         model.zero_grad(set_to_none=True)
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return measure(step, repeats).mean
 
 
 def flips(device, seed: int, length=256, batch=4) -> dict:
@@ -122,6 +114,8 @@ def main(argv=None) -> int:
         "data_seed": "seed + the sequence length L",
         "model_config": "ModelConfig defaults (d_model 128, n_layers 4, d_state 64)",
         "precision": precision, "repeats": repeats,
+        "timing": "torch.utils.benchmark.Timer.timeit(repeats): mean of repeats calls after "
+                  "its warm-up of two calls",
         "lengths": lengths, "rows": rows,
         "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
                                         "lif_over_frssm_at_1024_at_least": 20, "measured": goals},

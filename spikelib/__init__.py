@@ -11,11 +11,16 @@ refractory     fixed refractory period: exact parallel scan, loop, approximation
 psn            parallel spiking neurons: full, masked and sliding PSN
 ddsn           dynamic-decay spiking neuron and the stable linear-recurrence scan
 models         the backbone and the six spiking choices (s4d, frssm, pssm, lif, ddsn, sif)
-data           sequential CIFAR-10 and Fashion-MNIST with seeded splits
+data           sequential CIFAR-10 and Fashion-MNIST with seeded splits, checked once on load
 diagnostics    where spiking decisions sit (probe, distances), serial ≡ parallel agreement
 metrics        accuracy, firing rates, synaptic operations, operation counts, energy
-results        provenance and the results/*.json files
-train          training loop, checkpoints, resume, CLI (``python -m spikelib.train``)
+device         which device a run uses (``pick_device``) and its name
+distributed    data-parallel training under torchrun: process group, sharding of each batch
+config         RunConfig, profiles, and the command line derived from the dataclass
+checkpoint     checkpoints: atomic save, load with an identity check, every RNG state
+results        provenance, source hashes, results/*.json, the summary table
+               (``python -m spikelib.results``)
+train          the training loop (``python -m spikelib.train``, also under ``torchrun``)
 =============  ===========================================================================
 
 Every temporal module works on (batch, time, channels) tensors and offers ``forward`` (parallel

@@ -2,9 +2,10 @@
 
 Every public module and function checks what it is handed — rank, channel count, a floating
 dtype, no NaN or Inf — and a failure is one ``ValueError`` that names the argument and says
-what to do. Rank, channels and dtype cost nothing; the NaN/Inf scan reads every value (and
-waits for a GPU), so training, which checks its data once where it is loaded, switches that
-scan off around its steps with :func:`finite_checks` ``(False)``.
+what to do. Rank, channels and dtype read only metadata and cost nothing; the NaN/Inf scan reads
+every value back (on a GPU the CPU waits for the device), so training — whose data
+``spikelib.data`` checks once, on load — switches that scan off around its steps with
+:func:`finite_checks` ``(False)``.
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ Files are read through torchvision (``CIFAR10``, ``FashionMNIST``) and downloade
 caller passes ``download=True``. Missing files raise :class:`MissingDataError` with the command
 that fetches them; nothing ever falls back to random data. :func:`synthetic` makes random
 full-size tensors for *timing only* (marked ``synthetic=True``; never report their accuracy).
+:func:`load` and :func:`synthetic` check what they return once (:meth:`Splits.check`: shape,
+dtype, finite values, label range), so the training loop never has to.
 """
 from __future__ import annotations
 
@@ -108,10 +110,11 @@ class SequenceDataset(torch.utils.data.Dataset):
         return self if n is None or n >= len(self) else self.subset(torch.arange(n))
 
     def to(self, device) -> "SequenceDataset":
-        """Move the stored (compact) tensors, e.g. to the GPU once before training."""
+        """Move the stored (compact) tensors and the normalisation, e.g. to the GPU once before
+        training (no host-to-device copy is left for :meth:`batch`)."""
         out = SequenceDataset(self.data.to(device), self.targets.to(device), name=self.name,
                               synthetic=self.synthetic)
-        out.mean, out.std = self.mean, self.std
+        out.mean, out.std = (None if t is None else t.to(device) for t in (self.mean, self.std))
         return out
 
 
@@ -123,6 +126,36 @@ class Splits:
     test: SequenceDataset
     info: DatasetInfo
     synthetic: bool = False
+
+    def check(self) -> "Splits":
+        """Check every split once, where it is loaded (never per training step): data
+        (N, L, C) with the dataset's L and C, uint8 pixels or finite floats; targets (N,),
+        int64 labels in [0, n_classes) or finite float targets for regression. ValueError
+        naming the split and what is wrong; returns ``self``."""
+        meta = self.info
+        for split in ("train", "val", "test"):
+            ds = getattr(self, split)
+            x, y, where = ds.data, ds.targets, f"{meta.name} {split}"
+            if x.dim() != 3 or tuple(x.shape[1:]) != (meta.length, meta.d_input):
+                raise ValueError(f"data: {where} has shape {tuple(x.shape)}, expected "
+                                 f"(N, {meta.length}, {meta.d_input})")
+            if x.dtype != torch.uint8 and not x.is_floating_point():
+                raise ValueError(f"data: {where} has dtype {x.dtype}, expected uint8 or float")
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"data: {where} contains NaN or Inf")
+            if y.shape != (x.shape[0],):
+                raise ValueError(f"targets: {where} has shape {tuple(y.shape)}, expected "
+                                 f"({x.shape[0]},)")
+            if meta.task == "classification":
+                if y.dtype != torch.int64:
+                    raise ValueError(f"targets: {where} has dtype {y.dtype}, expected int64 "
+                                     f"class labels")
+                if len(y) and not (0 <= int(y.min()) and int(y.max()) < meta.n_classes):
+                    raise ValueError(f"targets: {where} has labels outside "
+                                     f"[0, {meta.n_classes})")
+            elif not (y.is_floating_point() and bool(torch.isfinite(y).all())):
+                raise ValueError(f"targets: {where} must be finite floats (regression)")
+        return self
 
     def limit(self, n_train: int | None = None, n_eval: int | None = None) -> "Splits":
         """Keep the first ``n_train`` training and ``n_eval`` val/test sequences (smoke runs)."""
@@ -172,7 +205,7 @@ def load(name: str, root: str | os.PathLike | None = None, *, download: bool = F
     if name == "adding":
         n_train, n_val, n_test = ADDING_SIZES
         return Splits(adding(n_train, meta.length, seed), adding(n_val, meta.length, seed + 1),
-                      adding(n_test, meta.length, seed + 2), meta)
+                      adding(n_test, meta.length, seed + 2), meta).check()
     root = data_root(root)
     if name == "fmnist":
         (xtr, ytr), (xte, yte) = _fmnist(root, download)
@@ -190,7 +223,7 @@ def load(name: str, root: str | os.PathLike | None = None, *, download: bool = F
     full = SequenceDataset(xtr, ytr, mean, std, name=name)
     test = SequenceDataset(xte, yte, mean, std, name=name)
     tr, va = split_indices(len(full), round(VAL_FRACTION[name] * len(full)), split_seed)
-    return Splits(full.subset(tr), full.subset(va), test, meta)
+    return Splits(full.subset(tr), full.subset(va), test, meta).check()
 
 
 def adding(n: int, length: int = ADDING_LENGTH, seed: int = 0) -> SequenceDataset:
@@ -237,14 +270,16 @@ def synthetic(name: str, n_train: int | None = None, n_test: int | None = None,
     full = SequenceDataset(*make(n_train), mean, std, name=name, synthetic=True)
     test = SequenceDataset(*make(n_test), mean, std, name=name, synthetic=True)
     tr, va = split_indices(n_train, round(VAL_FRACTION[name] * n_train), 42)
-    return Splits(full.subset(tr), full.subset(va), test, meta, synthetic=True)
+    return Splits(full.subset(tr), full.subset(va), test, meta, synthetic=True).check()
 
 
 def batches(ds: SequenceDataset, batch_size: int, *, order: torch.Tensor | None = None,
             drop_last: bool = False):
-    """Yield (x (B, L, C), y (B,)) in ``order`` (default: the stored order)."""
+    """Yield (x (B, L, C), y (B,)) in ``order`` (default: the stored order); the indices move
+    to the data's device once, not per batch."""
     check_int(batch_size, "batch_size", 1)
-    order = torch.arange(len(ds)) if order is None else order
+    device = ds.data.device
+    order = torch.arange(len(ds), device=device) if order is None else order.to(device)
     stop = len(order) - batch_size + 1 if drop_last else len(order)
     for i in range(0, max(stop, 0), batch_size):
         yield ds.batch(order[i:i + batch_size])

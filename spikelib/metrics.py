@@ -47,43 +47,49 @@ def sops(spikes: Sequence[torch.Tensor], fan_out: int) -> list[float]:
 class SpikeCounter:
     """Accumulates spike statistics over batches (e.g. a whole test set).
 
-    ``add(spikes)`` with one tensor (B, L, H) per layer; then :meth:`summary`.
+    ``add(spikes)`` with one tensor (B, L, H) per layer; then :meth:`summary`. The sums stay
+    on the spikes' device (float64) and are read once, in :meth:`summary` (and the methods it
+    calls): adding a batch never waits for the GPU.
     """
 
     def __init__(self):
-        self.total: list[float] = []      # Σ |s| per layer
-        self.elements: list[int] = []     # B·L·H per layer
-        self.peak: list[float] = []       # max |s| per layer
+        self.total: list[torch.Tensor] = []   # Σ |s| per layer, float64 on the device
+        self.elements: list[int] = []         # B·L·H per layer
+        self.peak: list[torch.Tensor] = []    # max |s| per layer, float64 on the device
         self.sequences = 0
         self.length = 0
 
     def add(self, spikes: Sequence[torch.Tensor]) -> None:
         if not self.total:
+            zero = torch.zeros((), dtype=torch.float64, device=spikes[0].device)
             n = len(spikes)
-            self.total, self.elements, self.peak = [0.0] * n, [0] * n, [0.0] * n
+            self.total, self.elements, self.peak = [zero] * n, [0] * n, [zero] * n
         for i, s in enumerate(spikes):
             s = s.detach().abs()
-            self.total[i] += s.double().sum().item()
+            self.total[i] = self.total[i] + s.double().sum()
             self.elements[i] += s.numel()
-            self.peak[i] = max(self.peak[i], s.max().item())
+            self.peak[i] = torch.maximum(self.peak[i], s.max().double())
         if spikes:
             self.sequences += spikes[0].shape[0]
             self.length = spikes[0].shape[1]
 
+    def _totals(self) -> list[float]:
+        return [t.item() for t in self.total]
+
     def rates(self) -> list[float]:
-        return [t / max(e, 1) for t, e in zip(self.total, self.elements)]
+        return [t / max(e, 1) for t, e in zip(self._totals(), self.elements)]
 
     def sops(self, fan_out: int) -> list[float]:
         """SOPs per sequence of each layer's spike-fed Linear."""
-        return [t * fan_out / max(self.sequences, 1) for t in self.total]
+        return [t * fan_out / max(self.sequences, 1) for t in self._totals()]
 
     def integer(self) -> list[bool]:
         """True for a layer that emitted a value above 1 (counted by value)."""
-        return [p > 1.0 for p in self.peak]
+        return [p.item() > 1.0 for p in self.peak]
 
     def summary(self, fan_out: int) -> dict:
         return {"firing_rate": self.rates(), "sops": self.sops(fan_out),
-                "integer_spikes": self.integer(), "max_spike": self.peak,
+                "integer_spikes": self.integer(), "max_spike": [p.item() for p in self.peak],
                 "sequences": self.sequences, "length": self.length}
 
 

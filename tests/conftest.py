@@ -102,3 +102,38 @@ def _inner(op: str, args) -> int:
     if op.split(".")[0] in ("mm", "bmm", "addmm"):
         return args[-1].shape[-2]
     return 1
+
+
+@pytest.fixture
+def host_reads():
+    """A context manager that lists every read of a tensor's value into Python made directly
+    by spikelib code (``.item()``, ``.tolist()``, ``bool``/``float``/``int`` of a tensor) — on
+    a GPU each one waits for the device — as 'file.py:line method'."""
+    import contextlib
+    import sys
+    import spikelib
+    package = str(Path(spikelib.__file__).resolve().parent)
+    names = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+    @contextlib.contextmanager
+    def count():
+        seen, saved = [], {n: torch.Tensor.__dict__.get(n) for n in names}
+        for name in names:
+            orig = getattr(torch.Tensor, name)
+
+            def wrapped(self, *args, _orig=orig, _name=name, **kw):
+                frame = sys._getframe(1)
+                if frame.f_code.co_filename.startswith(package):
+                    seen.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} "
+                                f"{_name}")
+                return _orig(self, *args, **kw)
+            setattr(torch.Tensor, name, wrapped)
+        try:
+            yield seen
+        finally:
+            for name, old in saved.items():
+                if old is None:
+                    delattr(torch.Tensor, name)
+                else:
+                    setattr(torch.Tensor, name, old)
+    return count

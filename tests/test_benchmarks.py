@@ -190,3 +190,9 @@ def test_runbook_usage_and_check_stage(tmp_path):
     assert "spikelib imports from" in ok.stdout and "stage check finished" in ok.stdout
     with tarfile.open(tmp_path / "out" / "spikelib-check.tar.gz") as tar:
         assert any(n.endswith("summary.txt") for n in tar.getnames())
+
+
+def test_sync_check_is_cuda_only(capsys):
+    """The sync check needs torch.cuda.set_sync_debug_mode; on CPU it says so and passes."""
+    assert _script("sync_check").main(["--device", "cpu"]) == 0
+    assert "CUDA only" in capsys.readouterr().out

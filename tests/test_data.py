@@ -149,3 +149,43 @@ def test_batches_cover_the_order():
     ys = torch.cat([y for _, y in data.batches(ds, 3, order=order)])
     assert torch.equal(ys, ds.targets[order])
     assert sum(1 for _ in data.batches(ds, 3, drop_last=True)) == 3
+
+
+def _splits(x, y, info):
+    ds = data.SequenceDataset(x, y)
+    return data.Splits(ds, ds, ds, info)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda x, y: (x.float().masked_fill(x == 7, float("nan")), y), "NaN"),
+    (lambda x, y: (x[..., :0], y), "shape"),
+    (lambda x, y: (x.to(torch.int32), y), "dtype"),
+    (lambda x, y: (x, y.to(torch.int32)), "int64"),
+    (lambda x, y: (x, y + 10), "labels outside"),
+])
+def test_splits_are_checked_once_where_loaded(change, match):
+    """load()/synthetic() check their tensors once (shape, dtype, finite values, labels), so
+    the training step never has to; each defect is a ValueError naming the split."""
+    info = data.info("fmnist")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 784, 1), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (6,), generator=g)
+    assert _splits(x, y, info).check().train.data is x              # a good set passes
+    with pytest.raises(ValueError, match=f"fmnist train.*{match}|{match}.*fmnist train"):
+        _splits(*change(x, y), info).check()
+
+
+def test_loaders_return_checked_splits(monkeypatch):
+    """Loading calls the check itself (once per load, not per batch)."""
+    calls = []
+    monkeypatch.setattr(data.Splits, "check", lambda self: calls.append(self.info.name) or self)
+    data.load("adding", length=8)
+    data.synthetic("fmnist", n_train=20, n_test=4)
+    assert calls == ["adding", "fmnist"]
+
+
+def test_regression_targets_must_be_finite():
+    bad = data.adding(4, 8, seed=0)
+    bad.targets[0] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        data.Splits(bad, bad, bad, data.info("adding", 8)).check()

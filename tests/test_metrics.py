@@ -58,3 +58,14 @@ def test_energy_dense_baseline_charges_macs():
     e = metrics.energy(_ops(False), None)
     assert e["mix_pJ"] == pytest.approx([4.6 * 320] * 2)
     assert e["sops"] is None
+
+
+def test_counter_keeps_its_sums_on_the_device(host_reads):
+    """Adding a batch reads nothing back (on a GPU: no wait); the summary reads once."""
+    spikes = [torch.ones(2, 3, 4), torch.zeros(2, 3, 4)]
+    c = metrics.SpikeCounter()
+    with host_reads() as reads:
+        for _ in range(3):
+            c.add(spikes)
+    assert reads == []
+    assert c.summary(5)["firing_rate"] == [1.0, 0.0] and c.sequences == 6

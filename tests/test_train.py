@@ -1,14 +1,22 @@
-"""spikelib.train and spikelib.results: configs, learning on real data, resume, errors, JSON."""
+"""spikelib.train, spikelib.config and spikelib.checkpoint: configs and the command line,
+learning on real data, no per-step host reads, resume, errors, provenance, JSON."""
 import dataclasses
 import json
+import random
 import socket
 import subprocess
+import typing
 
+import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
+from spikelib import checkpoint as CK
+from spikelib import config as C
 from spikelib import data, results
 from spikelib import train as T
+from spikelib._checks import finite_checks
 from spikelib.models import ModelConfig, build
 
 TINY = {"d_model": 8, "n_layers": 1, "d_state": 4}
@@ -43,7 +51,42 @@ def test_cli_arguments_are_typed_against_the_dataclass():
     assert cfg.model_config == {"d_model": 16, "gate_tau": 0.5, "readout": "last"}
     assert (cfg.model, cfg.epochs, cfg.stop_after_epoch, cfg.commit, cfg.verify) == \
         ("ddsn", 4, 2, "abc", False)
-    assert T.parse_override("dropout = 0") == ("dropout", 0.0)
+    assert C.parse_override("dropout = 0") == ("dropout", 0.0)
+
+
+def test_every_flag_comes_from_one_runconfig_field():
+    """One declaration per field: its help lives in the dataclass, and the parser has one flag
+    per field carrying that help; no arguments give the dataclass defaults."""
+    fields = dataclasses.fields(C.RunConfig)
+    actions = {a.dest: a for a in C.parser()._actions if a.dest != "help"}
+    assert set(actions) == {f.name for f in fields}
+    for f in fields:
+        assert f.metadata["help"] and actions[f.name].help == f.metadata["help"], f.name
+    assert C.config_from_args([]) == C.RunConfig()
+    switches = C.config_from_args(["--no-verify", "--no-progress", "--synthetic", "--resume",
+                                   "--download", "--dist-timeout", "7.5", "--profile", "cpu"])
+    assert (switches.verify, switches.progress, switches.synthetic, switches.resume,
+            switches.download, switches.dist_timeout, switches.profile) == \
+        (False, False, True, True, True, 7.5, "cpu")
+    with pytest.raises(SystemExit):                     # argparse: not one of the choices
+        C.config_from_args(["--model", "gru"])
+    # --set key=value is typed by the ModelConfig annotation: every default's text parses back
+    for f in dataclasses.fields(ModelConfig):
+        assert C.parse_override(f"{f.name}={f.default}") == (f.name, f.default), f.name
+    assert C.parse_override("theta_lr=none") == ("theta_lr", None)
+    assert C.parse_override("theta_lr=0.5") == ("theta_lr", 0.5)
+    hints = typing.get_type_hints(ModelConfig)
+    assert hints["d_model"] is int and C.parse_value(hints["d_model"], "16", "x") == 16
+    with pytest.raises(ValueError, match="--set"):
+        C.parse_override("d_model=1.5")
+
+
+def test_identity_leaves_out_exactly_the_operational_fields():
+    ident = C.identity(*C.resolve(C.RunConfig()))
+    operational = {f.name for f in dataclasses.fields(C.RunConfig) if f.metadata["operational"]}
+    assert set(ident) == {f.name for f in dataclasses.fields(C.RunConfig)} - operational
+    assert {"device", "out", "results", "resume", "dist_timeout", "progress"} <= operational
+    assert {"seed", "lr", "epochs", "model_config", "batch_size"} <= set(ident)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -63,7 +106,7 @@ def test_bad_configs_are_value_errors(tmp_path, kw, match):
 @pytest.mark.parametrize("text", ["d_model=abc", "nope=1", "d_model"])
 def test_bad_overrides(text):
     with pytest.raises(ValueError, match="--set"):
-        T.parse_override(text)
+        C.parse_override(text)
 
 
 def test_profile_from_environment(monkeypatch):
@@ -109,6 +152,81 @@ def test_loss_drops_on_fashion_mnist(fmnist):
     assert before - after >= 0.1, (before, after)
 
 
+# -- no host reads in a training step -----------------------------------------------------------
+
+class _MeanModel(nn.Module):
+    """(B, L, C) -> (B, 10): a Linear on the mean over time; reads nothing back itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(1, 10)
+
+    def forward(self, x):
+        return self.lin(x.mean(1))
+
+
+@pytest.mark.parametrize("steps", [2, 6])
+def test_train_epoch_reads_the_device_once_per_epoch(host_reads, steps):
+    """spikelib's step (loss, backward, AdamW, schedule, running sums) reads no value back to
+    the host: the only read is the epoch's sums at the end, however many steps there are."""
+    torch.manual_seed(0)
+    ds = data.SequenceDataset(torch.randn(16 * steps, 5, 1), torch.randint(0, 10, (16 * steps,)))
+    model = _MeanModel()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    with host_reads() as reads:
+        out = T.train_epoch(model, opt, sched, ds, 16, "classification",
+                            torch.arange(16 * steps), torch.device("cpu"), progress=False)
+    assert len(reads) == 1 and "tolist" in reads[0], reads
+    assert 0 <= out["acc"] <= 1 and out["loss"] > 0
+    with host_reads() as reads:
+        T.evaluate(model, ds, 16, "classification")
+    assert len(reads) == 2, reads                       # loss and accuracy, once each
+
+
+def test_model_forward_reads_nothing_back_inside_training(host_reads):
+    """Inside training (finite_checks off: the data were checked on load) a forward and
+    backward read no value back to the host; outside, the model's input check does."""
+    model = build("frssm", d_input=1, n_classes=10, d_model=8, n_layers=1, d_state=4)
+    x = torch.randn(2, 6, 1)
+    with finite_checks(False), host_reads() as reads:
+        model(x).sum().backward()
+    assert reads == []
+    with host_reads() as reads:
+        model(x)
+    assert reads
+
+
+def test_adamw_is_fused_on_cuda_only():
+    model = build("s4d", d_input=1, n_classes=10, d_model=8, n_layers=1, d_state=4)
+    assert T.make_optimizer(model, 0.01, 0.01, 10, "cuda")[0].defaults["fused"] is True
+    for device in ("cpu", None):                        # CPU: torch's default, unchanged
+        assert T.make_optimizer(model, 0.01, 0.01, 10, device)[0].defaults["fused"] is None
+
+
+# -- provenance ---------------------------------------------------------------------------------
+
+def test_provenance_is_taken_when_the_run_starts(tmp_path, monkeypatch):
+    """A tree that changes during training (another commit, edited sources) does not change
+    what the run records: commit and source hash are those it started from."""
+    state = {"commit": "start0", "files": {"a.py": "1111"}}
+    monkeypatch.setattr(results, "_git", lambda *args, **kw:
+                        state["commit"] if args[0] == "rev-parse" else "")
+    monkeypatch.setattr(results, "source_files", lambda *a, **kw: dict(state["files"]))
+    epoch = T.train_epoch
+
+    def then_change(*args, **kw):
+        state.update(commit="later1", files={"a.py": "2222"})   # someone commits meanwhile
+        return epoch(*args, **kw)
+    monkeypatch.setattr(T, "train_epoch", then_change)
+    res = T.train(_adding_run(tmp_path, epochs=1))
+    prov = json.loads((tmp_path / "results" / "r.json").read_text())["provenance"]
+    assert prov["commit"] == "start0" and prov["dirty"] is False
+    assert prov["source_hash"] == results.source_hash({"a.py": "1111"}) == \
+        res["segments"][0]["source_hash"]
+    assert prov["world_size"] == 1 and res["segments"][0]["epochs"] == [0, 1]
+
+
 # -- resume, checkpoints ------------------------------------------------------------------------
 
 def _final(res):
@@ -145,6 +263,43 @@ def test_resume_refuses_other_config_and_corrupt_files(tmp_path):
         T.train(_adding_run(tmp_path, resume=True))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         T.train(_adding_run(tmp_path, run_name="never", resume=True))
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    good = {"identity": {"a": 1}, "epoch": 1, "model": {}, "optimizer": {}, "scheduler": {},
+            "rng": CK.rng_state(), "history": []}
+    CK.save_checkpoint(path, good)
+
+    def crash(obj, f):
+        f.write(b"half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        CK.save_checkpoint(path, {**good, "epoch": 2})
+    assert CK.load_checkpoint(path, {"a": 1})["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]       # no temporary file left
+
+
+def test_restore_continues_this_process_rng_and_refuses_another_world(tmp_path):
+    """restore() puts back every random state of the saved process (torch, numpy, random), and
+    refuses a checkpoint written by another number of processes."""
+    T.train(_adding_run(tmp_path, stop_after_epoch=1))
+    path = tmp_path / "runs" / "r" / "checkpoint.pt"
+    cfg, mcfg = T.resolve(_adding_run(tmp_path))
+    ck = CK.load_checkpoint(path, C.identity(cfg, mcfg))
+    assert len(ck["rng_ranks"]) == 1 and ck["format"] == CK.FORMAT
+    model = build(**mcfg.to_dict())
+    opt, sched = T.make_optimizer(model, cfg.lr, cfg.weight_decay, 10)
+    CK.set_rng_state(ck["rng"])
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    CK.restore(ck, model, opt, sched, path)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+    assert torch.equal(model.decoder.weight, ck["model"]["decoder.weight"])
+    with pytest.raises(ValueError, match="1 process.*this run has 2"):
+        CK.restore(ck, model, opt, sched, path, rank=1, world=2)
 
 
 # -- result files -------------------------------------------------------------------------------
