@@ -333,13 +333,14 @@ class SoftResetIF(PositiveTheta):
     def forward(self, x: torch.Tensor, return_v: bool = False):
         """Parallel (Proposition A): x (B, L, C) -> s (B, L, C) [, V_t = S_t − θ n_t (B, L, C)]."""
         check_tensor(x, "x", 3, channels=self.channels, floating=True)
-        theta = self.theta.to(x.dtype)                            # (C,) or ()
-        S = torch.cumsum(x, dim=1)                                # (B, L, C)
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()  # bf16: S in fp32
+        theta = self.theta.to(work.dtype)                         # (C,) or ()
+        S = torch.cumsum(work, dim=1)                             # (B, L, C)
         M = torch.relu(torch.cummax(S, dim=1).values)             # (B, L, C) running max, ≥ 0
         n = floor_ste(M / theta)                                  # (B, L, C) spike count n_t
         s = torch.diff(n, dim=1, prepend=torch.zeros_like(n[:, :1]))   # (B, L, C) n_t − n_{t−1}
-        s = self._clip(s)
-        return (s, S - theta * n) if return_v else s
+        s = self._clip(s).to(x.dtype)                             # integers: exact in bf16 ≤ 256
+        return (s, (S - theta * n).to(x.dtype)) if return_v else s
 
     def initial_state(self, batch: int, channels: int | None = None, *, device=None,
                       dtype=None) -> dict:

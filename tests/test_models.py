@@ -289,13 +289,7 @@ def test_bf16_autocast_runs_close_to_float32_with_the_ssm_in_float32(name, kw):
     assert (out.float() - ref).abs().max().item() <= 32 * 2 ** -8 * ref.abs().max().item()
 
 
-@pytest.mark.parametrize("name", [
-    "ddsn",
-    pytest.param("sif", marks=pytest.mark.xfail(strict=True, reason=(
-        "SoftResetIF.forward sums its input in the input's dtype: under bf16 autocast the "
-        "running sum S_t is bf16 (measured: 7-13% of the spikes differ from float32 at L = 256, "
-        "against <= 0.2% for the other models); keep S_t and its running max in float32 in "
-        "spikelib.neurons (cast only the spikes back), then drop this xfail")))])
+@pytest.mark.parametrize("name", ["ddsn", "sif"])
 def test_bf16_autocast_keeps_the_scans_in_float32(name):
     """The long accumulations over time — the decay scan (``linear_scan``: cumsum and addcmul)
     and the soft-reset IF's running sum and maximum (cumsum, cummax) — run in float32 under bf16
