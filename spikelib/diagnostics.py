@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from spikelib.ddsn import DynamicDecayNeuron
 from spikelib.neurons import SoftResetIF
 
-__all__ = ["threshold_view", "decision_distance", "distances", "serial_agreement", "probe"]
+__all__ = ["threshold_view", "decision_distance", "distances", "serial_agreement",
+           "gradient_agreement", "probe"]
 
 
 def threshold_view(spike, y: torch.Tensor):
@@ -74,6 +75,27 @@ def serial_agreement(model, x: torch.Tensor) -> dict:
     model.train(was)
     return {"max_logit_diff": (a - b).abs().max().item(),
             "flip_fraction": [(p != q).float().mean().item() for p, q in zip(sa, sb)]}
+
+
+def gradient_agreement(model, x: torch.Tensor, weights: torch.Tensor) -> dict:
+    """Parameter gradients of Σ weights ⊙ logits through ``forward`` (what trains) and through
+    ``forward_serial`` (the definition), in eval mode: ``max_rel_diff`` (largest entry of the
+    difference over the largest entry), ``frac_differ`` (entries differing by more than 1e-10
+    of it), ``rel_l2``, ``cosine``, and ``same_unused`` (the same parameters get no gradient)."""
+    was = model.training
+    model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [torch.autograd.grad((fn(x) * weights).sum(), params, allow_unused=True)
+             for fn in (model.forward, model.forward_serial)]
+    model.train(was)
+    same_unused = all((a is None) == (b is None) for a, b in zip(*grads))
+    a, b = (torch.cat([g.flatten() for g in gs if g is not None]) for gs in grads)
+    diff, scale = (a - b).abs(), a.abs().max()
+    return {"max_rel_diff": (diff.max() / scale).item(),
+            "frac_differ": (diff > 1e-10 * scale).double().mean().item(),
+            "rel_l2": ((a - b).norm() / a.norm()).item(),
+            "cosine": (torch.dot(a, b) / (a.norm() * b.norm())).item(),
+            "same_unused": same_unused}
 
 
 def probe(model, x: torch.Tensor, target: torch.Tensor,
