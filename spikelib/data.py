@@ -95,7 +95,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             x = (x - mean) / std                                     # (B, L, C)
         return x, self.targets[idx]
 
-    def subset(self, idx) -> "SequenceDataset":
+    def subset(self, idx) -> SequenceDataset:
         """The sequences at ``idx`` (a view of the same storage where possible)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         out = SequenceDataset(self.data[idx], self.targets[idx], name=self.name,
@@ -103,11 +103,11 @@ class SequenceDataset(torch.utils.data.Dataset):
         out.mean, out.std = self.mean, self.std
         return out
 
-    def head(self, n: int | None) -> "SequenceDataset":
+    def head(self, n: int | None) -> SequenceDataset:
         """The first ``n`` sequences (all if ``n`` is None or larger than the set)."""
         return self if n is None or n >= len(self) else self.subset(torch.arange(n))
 
-    def to(self, device) -> "SequenceDataset":
+    def to(self, device) -> SequenceDataset:
         """Move the stored (compact) tensors, e.g. to the GPU once before training."""
         out = SequenceDataset(self.data.to(device), self.targets.to(device), name=self.name,
                               synthetic=self.synthetic)
@@ -124,7 +124,7 @@ class Splits:
     info: DatasetInfo
     synthetic: bool = False
 
-    def limit(self, n_train: int | None = None, n_eval: int | None = None) -> "Splits":
+    def limit(self, n_train: int | None = None, n_eval: int | None = None) -> Splits:
         """Keep the first ``n_train`` training and ``n_eval`` val/test sequences (smoke runs)."""
         return Splits(self.train.head(n_train), self.val.head(n_eval), self.test.head(n_eval),
                       self.info, self.synthetic)

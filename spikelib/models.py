@@ -82,14 +82,14 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"config: unknown fields {sorted(unknown)}; known: {sorted(names)}")
         return cls(**d)
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         if self.name not in MODELS:
             raise ValueError(f"name: expected one of {', '.join(MODELS)}, got {self.name!r}")
         for k in ("d_input", "n_classes", "d_model", "n_layers", "d_state", "psn_order",

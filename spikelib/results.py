@@ -12,8 +12,8 @@ import glob
 import json
 import math
 import os
-import re
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -88,7 +88,7 @@ def provenance(commit: str | None = None, device: str | torch.device | None = No
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "platform": f"{platform.system()}-{platform.machine()}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -7,8 +7,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from spikelib.refractory import (Refractory, refractory_loop, refractory_onset, refractory_scan,
-                                 refractory_strided)
+from spikelib.refractory import (
+    Refractory,
+    refractory_loop,
+    refractory_onset,
+    refractory_scan,
+    refractory_strided,
+)
 
 
 def _all_trains(L):

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from spikelib import data, results
+from spikelib import results
 from spikelib import train as T
 from spikelib.models import ModelConfig, build
 
