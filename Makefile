@@ -12,14 +12,18 @@ export SPIKELIB_PROFILE ?= smoke
 export SPIKELIB_DATA ?= $(abspath $(DATA))
 export PYTHONHASHSEED := 0
 
-.PHONY: book test pytest nbval browser data venv clean
+.PHONY: book test lint pytest nbval browser data venv clean
+
+# The tests' oracle (SpikingJelly): pyproject's `oracle` extra, installed without the
+# requirements spikingjelly declares (see pyproject.toml).
+ORACLE = $(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["oracle"])'
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH_PAIR)
 	$(BIN)/pip install -q -e '.[test,book]'
-	$(BIN)/pip install -q --no-deps spikingjelly==2.0.0
+	$(BIN)/pip install -q --no-deps $$($(ORACLE))
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -33,6 +37,13 @@ $(DATA)/FashionMNIST/raw/t10k-labels-idx1-ubyte:
 
 book: $(STAMP) data
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# ruff (rules in pyproject.toml); no block of 6 or more similar lines repeated in spikelib/;
+# the publishing workflow against GitHub's workflow schema (vendored in check-jsonschema: offline).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --score=n spikelib
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 # --dist loadgroup keeps tests marked xdist_group (the shared torchrun launches) on one worker.
 pytest: $(STAMP) data
@@ -50,7 +61,7 @@ nbval: $(STAMP) data
 browser: book
 	$(BIN)/python tests/check_book_browser.py _build/html
 
-test: pytest nbval browser
+test: lint pytest nbval browser
 
 clean:
 	rm -rf _build

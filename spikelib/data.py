@@ -97,7 +97,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             x = (x - mean) / std                                     # (B, L, C)
         return x, self.targets[idx]
 
-    def subset(self, idx) -> "SequenceDataset":
+    def subset(self, idx) -> SequenceDataset:
         """The sequences at ``idx`` (a view of the same storage where possible)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         out = SequenceDataset(self.data[idx], self.targets[idx], name=self.name,
@@ -105,11 +105,11 @@ class SequenceDataset(torch.utils.data.Dataset):
         out.mean, out.std = self.mean, self.std
         return out
 
-    def head(self, n: int | None) -> "SequenceDataset":
+    def head(self, n: int | None) -> SequenceDataset:
         """The first ``n`` sequences (all if ``n`` is None or larger than the set)."""
         return self if n is None or n >= len(self) else self.subset(torch.arange(n))
 
-    def to(self, device) -> "SequenceDataset":
+    def to(self, device) -> SequenceDataset:
         """Move the stored (compact) tensors and the normalisation, e.g. to the GPU once before
         training (no host-to-device copy is left for :meth:`batch`)."""
         out = SequenceDataset(self.data.to(device), self.targets.to(device), name=self.name,
@@ -127,7 +127,7 @@ class Splits:
     info: DatasetInfo
     synthetic: bool = False
 
-    def check(self) -> "Splits":
+    def check(self) -> Splits:
         """Check every split once, where it is loaded (never per training step): data
         (N, L, C) with the dataset's L and C, uint8 pixels or finite floats; targets (N,),
         int64 labels in [0, n_classes) or finite float targets for regression. ValueError
@@ -157,7 +157,7 @@ class Splits:
                 raise ValueError(f"targets: {where} must be finite floats (regression)")
         return self
 
-    def limit(self, n_train: int | None = None, n_eval: int | None = None) -> "Splits":
+    def limit(self, n_train: int | None = None, n_eval: int | None = None) -> Splits:
         """Keep the first ``n_train`` training and ``n_eval`` val/test sequences (smoke runs)."""
         return Splits(self.train.head(n_train), self.val.head(n_eval), self.test.head(n_eval),
                       self.info, self.synthetic)

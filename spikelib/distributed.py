@@ -37,7 +37,7 @@ _PEER_SIGNS = ("timed out", "timeout", "connection closed", "connection reset", 
                "nccl", "gloo")
 
 
-def from_peer(err: BaseException, ctx: "Context") -> bool:
+def from_peer(err: BaseException, ctx: Context) -> bool:
     """Whether ``err``, raised in a process group, comes from a collective (torch reports a
     gloo timeout inside ``backward`` as a plain RuntimeError naming gloo)."""
     return ctx.active and (isinstance(err, dist.DistError)

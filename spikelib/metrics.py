@@ -16,7 +16,7 @@ report the costs spiking does not remove — the S4D state update and the neuron
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -86,14 +86,14 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"config: unknown fields {sorted(unknown)}; known: {sorted(names)}")
         return cls(**d)
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         """Every field checked; a ValueError names the field and what it expects."""
         if self.name not in MODELS:
             raise ValueError(f"name: expected one of {', '.join(MODELS)}, got {self.name!r}")

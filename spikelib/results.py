@@ -81,7 +81,7 @@ def provenance(commit: str | None = None, device: str | torch.device | None = No
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "platform": f"{platform.system()}-{platform.machine()}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "source_hash": source_hash(files),
         "source_files": files,
     }

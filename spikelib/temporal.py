@@ -31,7 +31,7 @@ x, u / y / c / s            inputs / S4D output /      layer input (u for S4D) /
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

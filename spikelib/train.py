@@ -40,12 +40,19 @@ import torch
 import torch.nn.functional as F
 
 from spikelib import data as sdata
-from spikelib import distributed as D
 from spikelib import diagnostics, metrics
+from spikelib import distributed as D
 from spikelib._checks import finite_checks
 from spikelib.checkpoint import load_checkpoint, restore, rng_state, save_checkpoint
-from spikelib.config import (FULL_EPOCHS, PROFILES, RunConfig, config_from_args,  # noqa: F401
-                             default_run_name, identity, resolve)
+from spikelib.config import (  # noqa: F401
+    FULL_EPOCHS,
+    PROFILES,
+    RunConfig,
+    config_from_args,
+    default_run_name,
+    identity,
+    resolve,
+)
 from spikelib.models import build
 from spikelib.results import provenance, write_result
 

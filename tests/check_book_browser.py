@@ -9,20 +9,31 @@ For each page listed in ``_toc.yml`` it checks that
 * every ``<img>`` loaded (``complete`` and ``naturalWidth > 0``),
 * no traceback or error output is shown,
 * every ``{prf:...}`` block of the source is rendered as a proof/theorem block,
+* every chapter (a MyST notebook) offers its notebook: a Binder and a Colab link to
+  ``book/<page>.ipynb`` on the repository and branch of ``_config.yml``, and a download link to
+  the executed ``.ipynb`` next to the page, whose first cell is the launch cell with the
+  repository's address filled in,
+* the API page has an entry for every public name of every spikelib module (``__all__``, else
+  the public names the module defines),
 
-and saves a full-page screenshot to ``_build/screens/<page>.png``. Chromium runs with no network
-(``--host-resolver-rules`` maps every host to nowhere), so the vendored MathJax must be used.
-Not a pytest module on purpose: it needs the built book.
+and saves a screenshot of the whole page, sized to its content, to ``_build/screens/<page>.png``.
+Chromium runs with no network (``--host-resolver-rules`` maps every host to nowhere), so the
+vendored MathJax must be used. Not a pytest module on purpose: it needs the built book.
 """
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import pkgutil
 import re
 import sys
+import types
 from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -41,14 +52,21 @@ ready.then(() => {
     mjx: document.querySelectorAll('mjx-container').length,
     imgs: imgs.length,
     broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
-    proofs: document.querySelectorAll('div.proof, div.theorem, div.proposition, div.definition').length,
-    errors: document.querySelectorAll('.output.error, .output.traceback, div.cell_output .stderr').length,
+    proofs: document.querySelectorAll(
+      'div.proof, div.theorem, div.proposition, div.definition').length,
+    errors: document.querySelectorAll(
+      '.output.error, .output.traceback, div.cell_output .stderr').length,
     traceback: /Traceback \(most recent call last\)/.test(text),
     raw_math: /\$\$|\\\[|\\begin\{/.test(text),
-    height: Math.max(document.body.scrollHeight, document.documentElement.scrollHeight),
+    links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   });
 });
 """
+# Height of the page's content; the window must be reset first, since a document is never
+# shorter than the window showing it (so each screenshot kept the height of the longest page
+# before it, padded with blank).
+HEIGHT_JS = "return Math.ceil(document.documentElement.scrollHeight);"
+WIDTH, MIN_HEIGHT, MAX_HEIGHT = 1280, 600, 16000
 
 
 def toc_pages() -> list[str]:
@@ -65,6 +83,78 @@ def source_of(page: str) -> str:
     raise FileNotFoundError(page)
 
 
+def repository() -> tuple[str, str]:
+    """(``owner/name``, branch) of the repository in ``_config.yml``."""
+    config = (ROOT / "_config.yml").read_text()
+    url = re.search(r"^repository:\n  url: https://github\.com/(\S+?)/?$", config, re.M).group(1)
+    branch = re.search(r"^repository:\n(?:  .*\n)*?  branch: (\S+)$", config, re.M).group(1)
+    return url, branch
+
+
+def notebook_problems(page: str, html: Path, links: list[str]) -> list[str]:
+    """The launch and download links of a chapter, and the notebook they download."""
+    repo, branch = repository()
+    path = f"{page}.ipynb"
+    want = {"Binder": f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=lab/tree/{path}",
+            "Colab": f"https://colab.research.google.com/github/{repo}/blob/{branch}/{path}"}
+    problems = [f"{page}: no {name} link to {url}" for name, url in want.items()
+                if url not in links]
+    download = (html / "_sources" / path).resolve()
+    if download.as_uri() not in links:
+        problems.append(f"{page}: no download link to {download}")
+    elif not download.is_file():
+        problems.append(f"{page}: the downloadable notebook {download} is missing")
+    else:
+        first = "".join(json.loads(download.read_text())["cells"][0]["source"])
+        if f'enter_checkout("https://github.com/{repo}")' not in first:
+            problems.append(f"{page}: the notebook does not start with the launch cell for "
+                            f"https://github.com/{repo}")
+    return problems
+
+
+def api_problems(html: Path) -> list[str]:
+    """Public names of spikelib's modules with no entry on the API page."""
+    import spikelib
+    ids = set(re.findall(r'id="(spikelib\.[^"]+)"', (html / "book" / "api.html").read_text()))
+    missing = []
+    for info in pkgutil.iter_modules(spikelib.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"spikelib.{info.name}")
+        names = getattr(module, "__all__", None)
+        if names is None:
+            names = [n for n, obj in vars(module).items() if not n.startswith("_")
+                     and not isinstance(obj, types.ModuleType)
+                     and getattr(obj, "__module__", module.__name__) == module.__name__]
+        missing += [f"{module.__name__}.{n}" for n in names if f"{module.__name__}.{n}" not in ids]
+    return [f"book/api: no entry for {name}" for name in missing]
+
+
+def open_page(driver: webdriver.Chrome, url: str) -> None:
+    """Load ``url`` and wait until it is the loaded document: ``get`` can return before the
+    navigation commits, and a script run then dies with the old page (a script timeout)."""
+    driver.get(url)
+    WebDriverWait(driver, 120).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && location.href;") == url)
+
+
+def screenshot(driver: webdriver.Chrome, shot: Path) -> int:
+    """A picture of the whole page (its first MAX_HEIGHT pixels): the viewport as tall as the
+    content, measured in a short window, then again after each resize, which can reflow it.
+    The window is taller than its viewport by the browser's frame. Returns the height."""
+    height = MIN_HEIGHT
+    driver.set_window_size(WIDTH, height)
+    for _ in range(4):
+        frame = height - driver.execute_script("return window.innerHeight;")
+        content = min(max(driver.execute_script(HEIGHT_JS), MIN_HEIGHT), MAX_HEIGHT)
+        if height == content + frame:
+            break
+        height = content + frame
+        driver.set_window_size(WIDTH, height)
+    driver.save_screenshot(str(shot))
+    return content
+
+
 def make_driver() -> webdriver.Chrome:
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -72,7 +162,7 @@ def make_driver() -> webdriver.Chrome:
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic",
                  "--allow-file-access-from-files",
-                 "--host-resolver-rules=MAP * ~NOTFOUND", "--window-size=1280,1600"):
+                 "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={WIDTH},{MIN_HEIGHT}"):
         opts.add_argument(flag)
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
@@ -91,11 +181,12 @@ def check(html: Path, screens: Path) -> list[str]:
                 problems.append(f"{page}: {path} was not built")
                 continue
             src = source_of(page)
-            driver.get(path.resolve().as_uri())
+            driver.set_window_size(WIDTH, MIN_HEIGHT)
+            open_page(driver, path.resolve().as_uri())
             st = driver.execute_async_script(PAGE_STATE_JS)
             has_math = bool(re.search(r"\$[^$\n]+\$|\$\$|\\begin\{", src))
-            n_prf = len(re.findall(r"\{prf:(?:theorem|proposition|lemma|definition|corollary|proof)\}",
-                                   src))
+            n_prf = len(re.findall(
+                r"\{prf:(?:theorem|proposition|lemma|definition|corollary|proof)\}", src))
             if has_math and not st["mathjax"]:
                 problems.append(f"{page}: MathJax did not load")
             if has_math and st["mjx"] == 0:
@@ -108,11 +199,16 @@ def check(html: Path, screens: Path) -> list[str]:
                 problems.append(f"{page}: error output or a traceback is shown")
             if n_prf and st["proofs"] == 0:
                 problems.append(f"{page}: {n_prf} prf blocks in the source, none rendered")
-            driver.set_window_size(1280, min(max(int(st["height"]), 800), 16000))
+            if re.search(r"^kernelspec:", src, re.M):
+                problems += notebook_problems(page, html, st["links"])
+            if page == "book/api":
+                problems += api_problems(html)
             shot = screens / (page.replace("/", "_") + ".png")
-            driver.save_screenshot(str(shot))
+            height = screenshot(driver, shot)
+            where = shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot
             print(f"{page:34s} maths={st['mjx']:4d} imgs={st['imgs']:2d} "
-                  f"prf={st['proofs']:2d} -> {shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot}")
+                  f"prf={st['proofs']:2d} -> {where} ({height} px"
+                  f"{', cut' if height == MAX_HEIGHT else ''})")
     finally:
         driver.quit()
     return problems

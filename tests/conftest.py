@@ -111,6 +111,7 @@ def host_reads():
     a GPU each one waits for the device — as 'file.py:line method'."""
     import contextlib
     import sys
+
     import spikelib
     package = str(Path(spikelib.__file__).resolve().parent)
     names = ("item", "tolist", "__bool__", "__float__", "__int__")

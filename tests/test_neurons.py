@@ -10,6 +10,7 @@ F64 = torch.float64
 
 
 def sj_node(kind, tau, theta, reset, detach):
+    pytest.importorskip("spikingjelly")
     from spikingjelly.activation_based import neuron, surrogate
     kw = dict(v_threshold=theta, v_reset=0.0 if reset == "hard" else None,
               surrogate_function=surrogate.ATan(alpha=2.0), detach_reset=detach,

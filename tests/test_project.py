@@ -1,20 +1,34 @@
-"""Project-level checks: the dependency lists agree, the README commands are what CI runs."""
+"""Project-level checks: the dependency lists agree with each other and with what the code
+imports, the README commands are what CI runs, the book's launch cell, API page and publishing
+workflow are wired as the README says."""
+import ast
+import importlib.metadata
+import pkgutil
 import re
+import sys
 import tomllib
 from pathlib import Path
 
+import jupytext
+from IPython.core.inputtransformer2 import TransformerManager
+
+import spikelib
+
 ROOT = Path(__file__).resolve().parents[1]
+META = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+CHAPTERS = sorted(p for p in (ROOT / "book").glob("*.md") if "\nkernelspec:" in p.read_text())
 
 
 def _name(req: str) -> str:
     return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _pyproject_requirements() -> dict[str, str]:
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(meta["dependencies"])
-    for extra in meta["optional-dependencies"].values():
-        reqs += extra
+def _pyproject_requirements(extras=None) -> dict[str, str]:
+    """Runtime requirements plus the named extras (all of them by default), by package name."""
+    reqs = list(META["dependencies"])
+    for extra, extra_reqs in META["optional-dependencies"].items():
+        if extras is None or extra in extras:
+            reqs += extra_reqs
     return {_name(r): r.replace(" ", "") for r in reqs}
 
 
@@ -26,7 +40,77 @@ def _environment_requirements() -> dict[str, str]:
 
 
 def test_environment_yml_matches_pyproject():
-    assert _environment_requirements() == _pyproject_requirements()
+    # the oracle extra is installed with --no-deps by the Makefile, so not from environment.yml
+    assert _environment_requirements() == _pyproject_requirements(("test", "book"))
+
+
+def _imported(tree: ast.AST, *, lazy: bool) -> set[str]:
+    """Top-level names of the modules a syntax tree imports (absolute imports only); with
+    ``lazy=False`` only those run at import time, not the ones inside function bodies."""
+    names, todo = set(), [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+        if lazy or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _undeclared(imported: set[str], allowed: dict[str, str], local=()) -> set[str]:
+    dists = importlib.metadata.packages_distributions()
+    return {name for name in imported - set(sys.stdlib_module_names) - {"spikelib", *local}
+            if not {_name(d) for d in dists.get(name, [name])} & set(allowed)}
+
+
+LAZY_MODULES = {"_refractory_triton.py"}
+
+
+def test_spikelib_imports_only_declared_packages():
+    """Importing spikelib needs only its runtime requirements (sympy and matplotlib are book
+    extras); a package imported inside a function must at least be in some extra."""
+    runtime, everything = _pyproject_requirements(()), _pyproject_requirements()
+    for path in sorted((ROOT / "spikelib").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        # the Triton kernel module is itself imported lazily (on CUDA only; tested in
+        # test_refractory): its top-level imports may come from the `cuda` extra
+        at_import = _pyproject_requirements(("cuda",)) if path.name in LAZY_MODULES else runtime
+        assert not _undeclared(_imported(tree, lazy=False), at_import), path.name
+        assert not _undeclared(_imported(tree, lazy=True), everything), path.name
+
+
+def test_tests_benchmarks_and_chapters_import_only_declared_packages():
+    tests = _pyproject_requirements(("test", "oracle"))
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        assert not _undeclared(_imported(ast.parse(path.read_text()), lazy=True), tests,
+                               local=("conftest",)), path.name
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        assert not _undeclared(_imported(ast.parse(path.read_text()), lazy=True),
+                               _pyproject_requirements(()), local=("_bench",)), path.name
+    book = _pyproject_requirements(("book",))
+    for path in CHAPTERS:
+        cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
+        trees = [ast.parse(TransformerManager().transform_cell(c)) for c in cells]  # magics
+        assert not _undeclared(set().union(*(_imported(t, lazy=True) for t in trees)), book), \
+            path.name
+    launch = ast.parse((ROOT / "book" / "_launch.py").read_text())
+    assert not _undeclared(_imported(launch, lazy=True), {}), "the launch cell: stdlib only"
+
+
+def test_oracle_tests_skip_without_spikingjelly():
+    """Every test file that imports SpikingJelly guards it with pytest.importorskip; the
+    Makefile installs the oracle extra of pyproject.toml (with --no-deps)."""
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        text = path.read_text()
+        if re.search(r"^\s*(from|import) spikingjelly", text, re.M):
+            uses = len(re.findall(r"^\s*(?:from|import) spikingjelly", text, re.M))
+            assert text.count('pytest.importorskip("spikingjelly")') >= uses, path.name
+    assert "spikingjelly==2.0.0" in _pyproject_requirements(("oracle",))["spikingjelly"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert '["optional-dependencies"]["oracle"]' in makefile
+    assert "--no-deps $$($(ORACLE))" in makefile
 
 
 def test_makefile_torch_pair_satisfies_pyproject():
@@ -53,3 +137,39 @@ def test_book_pins_jupyter_book_1x():
     config = (ROOT / "_config.yml").read_text()
     assert "nb_execution_raise_on_error: true" in config
     assert "execute_notebooks: force" in config
+
+
+def test_license_matches_pyproject():
+    assert META["license"] == {"text": "MIT"}
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Copyright (c) 2026 the spikelib authors" in text
+
+
+def test_every_chapter_starts_with_the_launch_cell():
+    """The first cell of every notebook chapter loads book/_launch.py (written once)."""
+    assert len(CHAPTERS) >= 12
+    for path in CHAPTERS:
+        first = jupytext.read(path).cells[0]
+        assert first.cell_type == "code" and first.metadata.get("load") == "_launch.py", path.name
+
+
+def test_launch_url_is_configured_once_and_filled_by_the_workflow():
+    config = (ROOT / "_config.yml").read_text()
+    workflow = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    url = re.search(r"^repository:\n  url: (\S+)$", config, re.M).group(1)
+    # the workflow replaces exactly this placeholder with the repository it runs in
+    assert f"s|{url}|https://github.com/${{{{ github.repository }}}}|" in workflow
+    assert re.search(r"^\s+run: make book$", workflow, re.M)
+    assert "actions/upload-pages-artifact" in workflow and "actions/deploy-pages" in workflow
+    # nowhere else: the launch cell gets it from the build (_ext/launch_links.py)
+    for path in [ROOT / "book" / "_launch.py", ROOT / "README.md", *CHAPTERS]:
+        assert url not in path.read_text(), path.name
+
+
+def test_api_page_covers_every_module_and_is_in_the_toc():
+    api = (ROOT / "book" / "api.md").read_text()
+    documented = set(re.findall(r"^\.\. automodule:: (\S+)$", api, re.M))
+    public = {f"spikelib.{m.name}" for m in pkgutil.iter_modules(spikelib.__path__)
+              if not m.name.startswith("_")}
+    assert public <= documented, public - documented
+    assert "file: book/api" in (ROOT / "_toc.yml").read_text()

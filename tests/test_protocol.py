@@ -97,9 +97,7 @@ def test_every_module_rejects_bad_input_by_name(name):
     m = MODULES[name]().to(F64)
     if name == "gelu":
         pytest.skip("GELU is a plain function of its input")
-    bad = {"integer": (_x().long(), "floating"), "nan": (_nan(), "NaN"),
-           "rank": (_x()[0, 0], "shape")}
-    for label, (x, match) in bad.items():
+    for x, match in ((_x().long(), "floating"), (_nan(), "NaN"), (_x()[0, 0], "shape")):
         with pytest.raises(ValueError, match=match):
             m(x)
     with pytest.raises(ValueError, match="floating"):

@@ -90,6 +90,7 @@ def test_heaviside_has_no_gradient():
 
 @pytest.mark.parametrize("alpha", [0.5, 2.0, 5.0])
 def test_atan_and_sigmoid_match_spikingjelly(alpha):
+    pytest.importorskip("spikingjelly")
     from spikingjelly.activation_based import surrogate as sj
     torch.manual_seed(0)
     x0 = torch.randn(4, 257, dtype=torch.float64) * 2
