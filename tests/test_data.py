@@ -86,14 +86,14 @@ def test_unchecked_reader_refuses_code(tmp_path):
         data.read_cifar_batches(folder)
 
 
-@pytest.mark.parametrize("name", ["fmnist", "cifar10", "cifar10-grey"])
+@pytest.mark.parametrize("name", ["fmnist", "fmnist-rows", "cifar10", "cifar10-grey"])
 def test_missing_data_message(tmp_path, name):
     with pytest.raises(data.MissingDataError) as err:
         data.load(name, tmp_path / "nowhere")
     msg = str(err.value)
     assert "download=True" in msg and str((tmp_path / "nowhere").resolve()) in msg
     assert "random data" in msg
-    if name == "fmnist":
+    if name.startswith("fmnist"):
         assert "make data" in msg
 
 
@@ -114,6 +114,20 @@ def test_fmnist_splits_and_normalisation(fmnist):
     # val is a fixed slice of the seeded permutation of the 60k training images
     _, va = data.split_indices(60_000, 5_000, 42)
     assert len(set(va.tolist())) == 5_000
+
+
+def test_fmnist_rows_is_the_same_image_read_row_by_row(fmnist):
+    from conftest import fmnist_root
+    rows = data.load("fmnist-rows", fmnist_root())
+    assert rows.info == data.info("fmnist-rows") and (rows.info.length, rows.info.d_input) == (28, 28)
+    assert [len(s) for s in (rows.train, rows.val, rows.test)] == [55_000, 5_000, 10_000]
+    idx = torch.tensor([0, 1, 777, 54_999])
+    for part in ("train", "val", "test"):
+        xr, yr = getattr(rows, part).batch(idx % len(getattr(rows, part)))
+        xp, yp = getattr(fmnist, part).batch(idx % len(getattr(fmnist, part)))
+        assert xr.shape == (4, 28, 28) and torch.equal(yr, yp)
+        # step r, channel c of the row sequence is step 28 r + c of the pixel sequence
+        assert torch.equal(xr.reshape(4, 784, 1), xp)
 
 
 def test_adding_problem():
