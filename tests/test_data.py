@@ -119,7 +119,8 @@ def test_fmnist_splits_and_normalisation(fmnist):
 def test_fmnist_rows_is_the_same_image_read_row_by_row(fmnist):
     from conftest import fmnist_root
     rows = data.load("fmnist-rows", fmnist_root())
-    assert rows.info == data.info("fmnist-rows") and (rows.info.length, rows.info.d_input) == (28, 28)
+    assert rows.info == data.info("fmnist-rows")
+    assert (rows.info.length, rows.info.d_input) == (28, 28)
     assert [len(s) for s in (rows.train, rows.val, rows.test)] == [55_000, 5_000, 10_000]
     idx = torch.tensor([0, 1, 777, 54_999])
     for part in ("train", "val", "test"):
