@@ -11,7 +11,11 @@ the constant 1 gives MSE 1/6 — the line a model must beat to have learned anyt
    ``spikelib.train.load_checkpoint`` (which checks that it belongs to this configuration).
 2. Evaluate the trained model with ``forward_serial`` (a loop over ``step``; O(1) state per
    layer: nothing in it grows with L) on fresh adding sequences at each evaluation length (new
-   seeds: 10,000 + L), in eval mode, fp32.
+   seeds: 10,000 + L), in eval mode, fp32 — twice: on the plain problem of length L (its marks
+   spread over the whole sequence, so it asks for memory over L steps, which training at
+   L_train never did), and with both marks in the last L_train steps (``recent``: the training
+   question asked after L − L_train unmarked steps — a test of whether the long run disturbs
+   the state, with nothing new to remember).
 
 Measured at each length, over every step, layer, sequence and channel: ``mse`` — of the
 last-step prediction (NaN, written as null, if any prediction is); ``nan_count`` — non-finite
@@ -141,8 +145,11 @@ def watching(model, watch: Watch):
 
 
 @torch.no_grad()
-def evaluate_serial(model, name: str, length: int, batch: int, device, seed: int) -> dict:
-    ds = sdata.adding(batch, length, seed)
+def evaluate_serial(model, name: str, length: int, batch: int, device, seed: int,
+                    window: int | None = None) -> dict:
+    """One serial pass over ``batch`` fresh adding sequences of ``length`` (marks in the last
+    ``window`` steps when given): MSE, NaN count, largest |y| and |membrane|, seconds."""
+    ds = sdata.adding(batch, length, seed, window=window)
     x, y = ds.batch(torch.arange(batch))
     x, y = x.to(device), y.to(device)                          # (B, L, 2), (B,)
     model.eval()
@@ -329,10 +336,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:6s} L={L:6d} skipped (time budget)", flush=True)
                 continue
             r = evaluate_serial(model, name, L, a.eval_batch, device, 10_000 + L)
-            rate = r["steps_per_s"]
+            recent = evaluate_serial(model, name, L, a.eval_batch, device, 20_000 + L,
+                                     window=a.train_length)
+            r["recent"] = {k: recent[k] for k in ("mse", "nan_count", "max_abs_membrane",
+                                                  "max_abs_y", "nonfinite_state", "seed")}
+            r["recent"]["window"] = a.train_length
+            rate = r["steps_per_s"] / 2                         # two passes per length
             rows.append(r)
             mem = "-" if r["max_abs_membrane"] is None else f"{r['max_abs_membrane']:.3g}"
-            print(f"{name:6s} L={L:6d} MSE {r['mse']:.4f}  max|membrane| {mem}  max|y| "
+            print(f"{name:6s} L={L:6d} MSE {r['mse']:.4f} (marks in the last "
+                  f"{a.train_length}: {recent['mse']:.4f})  max|membrane| {mem}  max|y| "
                   f"{r['max_abs_y']:.3g}  NaN {r['nan_count']}  {r['seconds']:.1f} s", flush=True)
         models[name] = {**info, "rows": rows, "learned": learned(rows, a.train_length)}
         del model
@@ -342,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{head}   (MSE, serial; baseline 1/6 = 0.1667; '-': skipped)")
     for name, m in models.items():
         print(f"{name:6s} " + " ".join(cell(r, "mse", ".4f") for r in m["rows"]))
+    print(f"{head}   (MSE, serial, marks in the last {a.train_length} steps)")
+    for name, m in models.items():
+        print(f"{name:6s} " + " ".join(cell(r.get("recent", {}), "mse", ".4f")
+                                       for r in m["rows"]))
     print(f"{head}   (max |membrane|; '-': none or skipped)")
     for name, m in models.items():
         print(f"{name:6s} " + " ".join(cell(r, "max_abs_membrane", ".3g") for r in m["rows"]) +
@@ -369,8 +386,11 @@ def main(argv: list[str] | None = None) -> int:
                   "model_config": model_config, "per_model": a.per_model},
         "eval": {"lengths": a.eval_lengths, "batch": a.eval_batch, "mode": "forward_serial",
                  "max_seconds": a.max_seconds,
-                 "seeds": "adding(batch, L, seed=10000 + L)"},
+                 "seeds": "adding(batch, L, seed=10000 + L); recent: adding(batch, L, "
+                          "seed=20000 + L, window=L_train)"},
         "measured": {"mse": "last-step prediction vs target",
+                     "recent": "the same, on sequences whose two marks lie in the last L_train "
+                               "steps (the training question after L - L_train unmarked steps)",
                      "nan_count": "non-finite predictions",
                      "max_abs_y": "max |S4D output y_t| entering the spiking module",
                      "max_abs_membrane": "ddsn: h_t (step state 'h'); sif: V_t after soft "

@@ -199,20 +199,29 @@ def load(name: str, root: str | os.PathLike | None = None, *, download: bool = F
     return Splits(full.subset(tr), full.subset(va), test, meta)
 
 
-def adding(n: int, length: int = ADDING_LENGTH, seed: int = 0) -> SequenceDataset:
+def adding(n: int, length: int = ADDING_LENGTH, seed: int = 0,
+           window: int | None = None) -> SequenceDataset:
     """The adding problem (Hochreiter & Schmidhuber 1997): x (n, L, 2) float32, y (n,).
 
     Channel 0 holds values U[0, 1]; channel 1 marks two positions, one drawn uniformly from the
     first half and one from the second half; the target is the sum of the two marked values.
     Predicting the constant 1 gives MSE 1/6. Deterministic in ``seed`` (a torch.Generator).
+
+    ``window`` (ours, for length extrapolation): draw the two marks from the halves of the *last*
+    ``window`` steps instead — the question of an adding sequence of length ``window``, asked
+    after ``length − window`` unmarked steps. ``window=length`` is the plain problem.
     """
     check_int(n, "n", 1)
     check_int(length, "length", 2)
+    window = length if window is None else window
+    check_int(window, "window", 2)
+    if window > length:
+        raise ValueError(f"window: expected at most length={length}, got {window}")
     g = torch.Generator().manual_seed(seed)
     values = torch.rand(n, length, generator=g)                              # (n, L)
-    half = length // 2
-    first = torch.randint(0, half, (n,), generator=g)
-    second = torch.randint(half, length, (n,), generator=g)
+    start, half = length - window, window // 2
+    first = torch.randint(start, start + half, (n,), generator=g)
+    second = torch.randint(start + half, length, (n,), generator=g)
     marks = torch.zeros(n, length)
     rows = torch.arange(n)
     marks[rows, first] = 1.0

@@ -142,6 +142,9 @@ def test_extrapolation(tmp_path, capsys):
         # learned: the serial MSE at the training length (16) against 0.2 x 1/6
         assert m["learned"]["mse_at_train_length"] == m["rows"][0]["mse"]
         assert m["learned"]["met"] == (m["rows"][0]["mse"] <= ex.MSE_BOUND / 6)
+        for r in m["rows"]:                         # the second pass: marks in the last 16 steps
+            assert r["recent"]["window"] == 16 and math.isfinite(r["recent"]["mse"])
+            assert r["recent"]["nan_count"] == 0 and r["recent"]["seed"] == 20_000 + r["length"]
         assert math.isfinite(m["test_mse_parallel"]) and Path(m["checkpoint"]).is_file()
         for r in m["rows"]:
             assert math.isfinite(r["mse"]) and r["mse"] >= 0, (name, r)

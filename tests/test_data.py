@@ -141,6 +141,16 @@ def test_adding_problem():
     torch.testing.assert_close((x[..., 0] * marks).sum(1), y)
     assert torch.equal(data.adding(64, 30, seed=3).data, a.data)
     assert not torch.equal(data.adding(64, 30, seed=4).data, a.data)
+    # window: the same question about the last `window` steps; window = length is the plain set
+    assert torch.equal(data.adding(64, 30, seed=3, window=30).data, a.data)
+    w = data.adding(64, 300, seed=5, window=30)
+    xw, yw = w.batch(torch.arange(64))
+    mw = xw[..., 1]
+    assert (mw[:, :270].sum(1) == 0).all()
+    assert (mw[:, 270:285].sum(1) == 1).all() and (mw[:, 285:].sum(1) == 1).all()
+    torch.testing.assert_close((xw[..., 0] * mw).sum(1), yw)
+    with pytest.raises(ValueError, match="window"):
+        data.adding(4, 30, window=31)
     s = data.load("adding", length=16, seed=0)
     assert s.info.d_input == 2 and s.info.task == "regression" and len(s.test) > 0
 
