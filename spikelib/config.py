@@ -34,7 +34,7 @@ PROFILES = {     # epochs None: FULL_EPOCHS[dataset]; limits None: the whole spl
     "cpu": {"epochs": 3, "limit_train": None, "limit_eval": None, "model": SMALL_MODEL},
     "full": {"epochs": None, "limit_train": None, "limit_eval": None, "model": {}},
 }
-FULL_EPOCHS = {"fmnist": 20, "cifar10": 100, "cifar10-grey": 100, "adding": 30}
+FULL_EPOCHS = {"fmnist": 20, "fmnist-rows": 20, "cifar10": 100, "cifar10-grey": 100, "adding": 30}
 
 
 def _arg(default, help: str, *, operational: bool = False, **cli):

@@ -1,7 +1,8 @@
 """Sequence datasets with seeded splits: sequential CIFAR-10, sequential Fashion-MNIST, adding.
 
 Every dataset is a tensor of sequences (N, L, C) — an image read pixel by pixel in row-major
-order is a sequence of L = H·W steps with C = colour channels — plus targets. Images are stored
+order is a sequence of L = H·W steps with C = colour channels; read row by row
+(``fmnist-rows``) it is L = H steps of C = W pixels — plus targets. Images are stored
 as uint8 and normalised per batch, so a full sCIFAR split stays at 184 MB.
 
 ========================  =========  ===============================  ======================
@@ -11,6 +12,7 @@ name                      (L, C)     normalisation (ours: S4 recipe)  split (see
                                      std (0.2023, 0.1994, 0.2010)
 ``cifar10-grey``          (1024, 1)  mean 122.6/255, std 61/255       45k / 5k / 10k
 ``fmnist``                (784, 1)   mean 0.2860, std 0.3530          55k / 5k / 10k
+``fmnist-rows``           (28, 28)   mean 0.2860, std 0.3530          55k / 5k / 10k
 ``adding``                (L, 2)     none (values U[0, 1], markers)   generated from a seed
 ========================  =========  ===============================  ======================
 
@@ -33,7 +35,7 @@ import torch
 
 from spikelib._checks import check_int
 
-DATASETS = ("fmnist", "cifar10", "cifar10-grey", "adding")
+DATASETS = ("fmnist", "fmnist-rows", "cifar10", "cifar10-grey", "adding")
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -42,7 +44,7 @@ CIFAR_GREY_STD = (61.0 / 255,)
 FMNIST_MEAN = (0.2860,)
 FMNIST_STD = (0.3530,)
 VAL_FRACTION = {"cifar10": 5_000 / 50_000, "cifar10-grey": 5_000 / 50_000,
-                "fmnist": 5_000 / 60_000}
+                "fmnist": 5_000 / 60_000, "fmnist-rows": 5_000 / 60_000}
 ADDING_SIZES = (20_000, 2_000, 2_000)  # train / val / test sequences (ours)
 ADDING_LENGTH = 200
 
@@ -178,6 +180,8 @@ def info(name: str, length: int | None = None) -> DatasetInfo:
         return DatasetInfo(name, 1024, 1, 10, "classification")
     if name == "fmnist":
         return DatasetInfo(name, 784, 1, 10, "classification")
+    if name == "fmnist-rows":
+        return DatasetInfo(name, 28, 28, 10, "classification")
     if name == "adding":
         return DatasetInfo(name, length or ADDING_LENGTH, 2, 1, "regression")
     raise ValueError(f"name: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -207,10 +211,12 @@ def load(name: str, root: str | os.PathLike | None = None, *, download: bool = F
         return Splits(adding(n_train, meta.length, seed), adding(n_val, meta.length, seed + 1),
                       adding(n_test, meta.length, seed + 2), meta).check()
     root = data_root(root)
-    if name == "fmnist":
-        (xtr, ytr), (xte, yte) = _fmnist(root, download)
+    if name in ("fmnist", "fmnist-rows"):
+        (xtr, ytr), (xte, yte) = _fmnist(root, download)               # (N, 28, 28)
         mean, std = FMNIST_MEAN, FMNIST_STD
-        xtr, xte = xtr.reshape(-1, 784, 1), xte.reshape(-1, 784, 1)    # (N, L, 1)
+        if name == "fmnist":
+            xtr, xte = xtr.reshape(-1, 784, 1), xte.reshape(-1, 784, 1)  # (N, L, 1) pixels
+        # fmnist-rows: (N, 28, 28) is already (N, L, C), row r at step r
     else:
         (xtr, ytr), (xte, yte) = _cifar(root, download, verify)          # (N, 32, 32, 3)
         if name == "cifar10-grey":
@@ -226,20 +232,29 @@ def load(name: str, root: str | os.PathLike | None = None, *, download: bool = F
     return Splits(full.subset(tr), full.subset(va), test, meta).check()
 
 
-def adding(n: int, length: int = ADDING_LENGTH, seed: int = 0) -> SequenceDataset:
+def adding(n: int, length: int = ADDING_LENGTH, seed: int = 0,
+           window: int | None = None) -> SequenceDataset:
     """The adding problem (Hochreiter & Schmidhuber 1997): x (n, L, 2) float32, y (n,).
 
     Channel 0 holds values U[0, 1]; channel 1 marks two positions, one drawn uniformly from the
     first half and one from the second half; the target is the sum of the two marked values.
     Predicting the constant 1 gives MSE 1/6. Deterministic in ``seed`` (a torch.Generator).
+
+    ``window`` (ours, for length extrapolation): draw the two marks from the halves of the *last*
+    ``window`` steps instead — the question of an adding sequence of length ``window``, asked
+    after ``length − window`` unmarked steps. ``window=length`` is the plain problem.
     """
     check_int(n, "n", 1)
     check_int(length, "length", 2)
+    window = length if window is None else window
+    check_int(window, "window", 2)
+    if window > length:
+        raise ValueError(f"window: expected at most length={length}, got {window}")
     g = torch.Generator().manual_seed(seed)
     values = torch.rand(n, length, generator=g)                              # (n, L)
-    half = length // 2
-    first = torch.randint(0, half, (n,), generator=g)
-    second = torch.randint(half, length, (n,), generator=g)
+    start, half = length - window, window // 2
+    first = torch.randint(start, start + half, (n,), generator=g)
+    second = torch.randint(start + half, length, (n,), generator=g)
     marks = torch.zeros(n, length)
     rows = torch.arange(n)
     marks[rows, first] = 1.0
@@ -258,14 +273,15 @@ def synthetic(name: str, n_train: int | None = None, n_test: int | None = None,
     meta = info(name)
     if name == "adding":
         raise ValueError("name: 'adding' is generated already; use adding(n, length, seed)")
-    full_train = 60_000 if name == "fmnist" else 50_000
+    full_train = 60_000 if name.startswith("fmnist") else 50_000
     n_train = full_train if n_train is None else n_train
     n_test = 10_000 if n_test is None else n_test
     g = torch.Generator().manual_seed(seed)
     shape = (meta.length, meta.d_input)
     make = lambda n: (torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8),  # noqa
                       torch.randint(0, 10, (n,), generator=g))
-    mean, std = {"fmnist": (FMNIST_MEAN, FMNIST_STD), "cifar10": (CIFAR_MEAN, CIFAR_STD),
+    mean, std = {"fmnist": (FMNIST_MEAN, FMNIST_STD), "fmnist-rows": (FMNIST_MEAN, FMNIST_STD),
+                 "cifar10": (CIFAR_MEAN, CIFAR_STD),
                  "cifar10-grey": (CIFAR_GREY_MEAN, CIFAR_GREY_STD)}[name]
     full = SequenceDataset(*make(n_train), mean, std, name=name, synthetic=True)
     test = SequenceDataset(*make(n_test), mean, std, name=name, synthetic=True)

@@ -137,13 +137,26 @@ def test_scifar_epoch(tmp_path, capsys):
 
 def test_extrapolation(tmp_path, capsys):
     args = ["--device", "cpu", "--profile", "smoke", "--out", str(tmp_path / "res"),
-            "--work", str(tmp_path / "work"), "--commit", "c0ffee"]
-    assert _script("extrapolation").main(args) == 0
+            "--work", str(tmp_path / "work"), "--commit", "c0ffee",
+            "--model-set", "frssm:refractory=1"]
+    ex = _script("extrapolation")
+    assert ex.main(args) == 0
     d = _one_json(tmp_path / "res", "extrapolation")
     _check_provenance(d, "extrapolation", 0)
     assert set(d["models"]) == {"ddsn", "frssm", "sif", "s4d"}
+    assert d["train"]["per_model"] == {"frssm": {"refractory": 1}}
+    assert d["models"]["frssm"]["model_config"]["refractory"] == 1          # its own setting
+    assert d["models"]["sif"]["model_config"]["refractory"] == 2            # the default
+    assert d["models"]["frssm"]["run"].endswith("-refractory=1")
+    assert math.isclose(d["learned_bound"]["mse"], ex.MSE_BOUND / 6)
     for name, m in d["models"].items():
         assert [r["length"] for r in m["rows"]] == [16, 48]
+        # learned: the serial MSE at the training length (16) against 0.2 x 1/6
+        assert m["learned"]["mse_at_train_length"] == m["rows"][0]["mse"]
+        assert m["learned"]["met"] == (m["rows"][0]["mse"] <= ex.MSE_BOUND / 6)
+        for r in m["rows"]:                         # the second pass: marks in the last 16 steps
+            assert r["recent"]["window"] == 16 and math.isfinite(r["recent"]["mse"])
+            assert r["recent"]["nan_count"] == 0 and r["recent"]["seed"] == 20_000 + r["length"]
         assert math.isfinite(m["test_mse_parallel"]) and Path(m["checkpoint"]).is_file()
         for r in m["rows"]:
             assert math.isfinite(r["mse"]) and r["mse"] >= 0, (name, r)
@@ -158,6 +171,14 @@ def test_extrapolation(tmp_path, capsys):
             if name == "ddsn":          # h is a convex combination of y: |h| <= max |y|
                 assert r["max_abs_membrane"] <= r["max_abs_y"] * (1 + 1e-5)
     assert "MSE" in capsys.readouterr().out
+
+
+def test_extrapolation_model_set_is_checked():
+    ex = _script("extrapolation")
+    assert ex.parse_model_set("frssm:refractory=4") == ("frssm", "refractory", 4)
+    for bad in ("refractory=4", "nosuch:refractory=4", "frssm:nosuch=1"):
+        with pytest.raises(ValueError):
+            ex.parse_model_set(bad)
 
 
 def test_extrapolation_watch_leaves_forward_serial_unchanged():

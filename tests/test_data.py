@@ -87,14 +87,14 @@ def test_unchecked_reader_refuses_code(tmp_path):
         data.read_cifar_batches(folder)
 
 
-@pytest.mark.parametrize("name", ["fmnist", "cifar10", "cifar10-grey"])
+@pytest.mark.parametrize("name", ["fmnist", "fmnist-rows", "cifar10", "cifar10-grey"])
 def test_missing_data_message(tmp_path, name):
     with pytest.raises(data.MissingDataError) as err:
         data.load(name, tmp_path / "nowhere")
     msg = str(err.value)
     assert "download=True" in msg and str((tmp_path / "nowhere").resolve()) in msg
     assert "random data" in msg
-    if name == "fmnist":
+    if name.startswith("fmnist"):
         assert "make data" in msg
 
 
@@ -121,6 +121,21 @@ def test_fmnist_splits_and_normalisation(fmnist):
     assert len(set(va.tolist())) == 5_000
 
 
+def test_fmnist_rows_is_the_same_image_read_row_by_row(fmnist):
+    from conftest import fmnist_root
+    rows = data.load("fmnist-rows", fmnist_root())
+    assert rows.info == data.info("fmnist-rows")
+    assert (rows.info.length, rows.info.d_input) == (28, 28)
+    assert [len(s) for s in (rows.train, rows.val, rows.test)] == [55_000, 5_000, 10_000]
+    idx = torch.tensor([0, 1, 777, 54_999])
+    for part in ("train", "val", "test"):
+        xr, yr = getattr(rows, part).batch(idx % len(getattr(rows, part)))
+        xp, yp = getattr(fmnist, part).batch(idx % len(getattr(fmnist, part)))
+        assert xr.shape == (4, 28, 28) and torch.equal(yr, yp)
+        # step r, channel c of the row sequence is step 28 r + c of the pixel sequence
+        assert torch.equal(xr.reshape(4, 784, 1), xp)
+
+
 def test_adding_problem():
     a = data.adding(64, 30, seed=3)
     x, y = a.batch(torch.arange(64))
@@ -131,6 +146,16 @@ def test_adding_problem():
     torch.testing.assert_close((x[..., 0] * marks).sum(1), y)
     assert torch.equal(data.adding(64, 30, seed=3).data, a.data)
     assert not torch.equal(data.adding(64, 30, seed=4).data, a.data)
+    # window: the same question about the last `window` steps; window = length is the plain set
+    assert torch.equal(data.adding(64, 30, seed=3, window=30).data, a.data)
+    w = data.adding(64, 300, seed=5, window=30)
+    xw, yw = w.batch(torch.arange(64))
+    mw = xw[..., 1]
+    assert (mw[:, :270].sum(1) == 0).all()
+    assert (mw[:, 270:285].sum(1) == 1).all() and (mw[:, 285:].sum(1) == 1).all()
+    torch.testing.assert_close((xw[..., 0] * mw).sum(1), yw)
+    with pytest.raises(ValueError, match="window"):
+        data.adding(4, 30, window=31)
     s = data.load("adding", length=16, seed=0)
     assert s.info.d_input == 2 and s.info.task == "regression" and len(s.test) > 0
 
