@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
 import statistics
 import sys
 
@@ -40,7 +39,7 @@ import torch
 
 from _bench import clock, common_args, record, result_path, setup, tf32_state
 from spikelib import data as sdata
-from spikelib.device import device_name
+from spikelib.device import device_name, peak_memory
 from spikelib.models import MODELS, build
 from spikelib.results import write_result
 from spikelib.train import epoch_order, make_optimizer, train_epoch
@@ -53,13 +52,6 @@ DATA_NOTE = ("SYNTHETIC random uint8 tensors of sequential CIFAR-10's full shape
              "x 3, 45k/5k split); real CIFAR-10 cannot be downloaded here. Timing only: no "
              "accuracy is measured or reported.")
 
-
-
-def peak_memory(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"kind": "cuda_max_allocated", "bytes": torch.cuda.max_memory_allocated(device)}
-    return {"kind": "process_peak_rss_cumulative",
-            "bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def time_epoch(model, train_set, batch: int, device: torch.device, steps: int | None,

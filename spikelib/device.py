@@ -7,6 +7,7 @@ turned into a ``torch.device`` — for training, the benchmarks and the book ali
 from __future__ import annotations
 
 import platform
+import resource
 
 import torch
 
@@ -24,6 +25,16 @@ def pick_device(name: str = "auto", local_rank: int | None = None) -> torch.devi
                              f"this node uses cuda:{local_rank}; pass --device cuda or auto")
         dev = torch.device("cuda", local_rank)
     return dev
+
+
+def peak_memory(device: str | torch.device) -> dict:
+    """The peak memory so far: CUDA's ``max_memory_allocated`` on a GPU, else the process's
+    peak resident set size (which never goes down, so it covers everything run before)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {"kind": "cuda_max_allocated", "bytes": torch.cuda.max_memory_allocated(device)}
+    return {"kind": "process_peak_rss",
+            "bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def cpu_name() -> str:

@@ -117,7 +117,10 @@ def code_status(result: dict, now: dict[str, str] | None = None) -> dict:
 
 
 def _plain(obj):
-    """Tensors, numpy scalars, tuples, paths -> JSON types; non-finite floats -> None."""
+    """Tensors, numpy scalars, tuples, paths, str subclasses (torch.__version__) -> plain JSON
+    types; non-finite floats -> None."""
+    if isinstance(obj, str):
+        return str(obj)
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

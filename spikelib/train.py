@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from spikelib import data as sdata
 from spikelib import diagnostics, metrics
 from spikelib import distributed as D
 from spikelib._checks import finite_checks
-from spikelib.checkpoint import load_checkpoint, restore, rng_state, save_checkpoint
+from spikelib.checkpoint import load_checkpoint, restore, rng_state, save_checkpoint, save_weights
 from spikelib.config import (  # noqa: F401
     FULL_EPOCHS,
     PROFILES,
@@ -53,6 +52,7 @@ from spikelib.config import (  # noqa: F401
     identity,
     resolve,
 )
+from spikelib.device import peak_memory
 from spikelib.models import build
 from spikelib.results import provenance, write_result
 
@@ -279,7 +279,7 @@ def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
         "energy": metrics.energy(ops, spikes["sops"] if spiking else None),
         "ops": ops, "params": sum(p.numel() for p in model.parameters()),
         "epoch_wall_s": [h["wall_s"] for h in history],
-        "peak_memory": _peak_memory(device),
+        "peak_memory": peak_memory(device),
         "provenance": prov, "segments": segments,
     }
     if splits.synthetic:   # never report an accuracy (or a loss) on synthetic data
@@ -287,15 +287,11 @@ def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
             result[k] = None
         result["history"] = [{k: v for k, v in h.items() if "loss" not in k and "acc" not in k}
                              for h in history]
+    if not splits.synthetic:        # the trained model, for readers (runs/<run>/weights.pt)
+        result["weights"] = str(save_weights(run_dir / "weights.pt", model, {
+            "run": run, "test_acc": te["acc"], "test_loss": te["loss"], "provenance": prov}))
     result["path"] = str(write_result(Path(cfg.results) / f"{run}.json", result))
     return result
-
-
-def _peak_memory(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"kind": "cuda_max_allocated", "bytes": torch.cuda.max_memory_allocated(device)}
-    return {"kind": "process_peak_rss",
-            "bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -411,3 +411,21 @@ def test_dirty_flag_ignores_the_results_folder(tmp_path):
     assert results.git_changes(tmp_path) == ""
     (tmp_path / "code.py").write_text("a = 2\n")                       # the code changed
     assert "code.py" in results.git_changes(tmp_path)
+
+
+def test_weights_file_reloads_the_trained_model(tmp_path):
+    """A finished run leaves weights.pt: loaded back (weights_only), the model gives the same
+    test predictions as the trained one, and the file names its run and provenance."""
+    from spikelib.checkpoint import load_weights, save_weights
+    res = T.train(_adding_run(tmp_path, epochs=1))
+    model, meta = load_weights(res["weights"])
+    assert meta["run"] == "r" and meta["provenance"]["commit"] and not model.training
+    x = torch.randn(3, 24, model.cfg.d_input)
+    again = tmp_path / "again.pt"
+    save_weights(again, model, meta)
+    model2, _ = load_weights(again)
+    torch.testing.assert_close(model2(x), model(x), rtol=0, atol=0)
+    assert torch.load(res["weights"], weights_only=True)["model_config"]["name"] == "frssm"
+    (tmp_path / "bad.pt").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match="weights"):
+        load_weights(tmp_path / "bad.pt")
