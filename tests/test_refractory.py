@@ -12,8 +12,8 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import DispatchLog
 from spikelib._checks import check_int
 from spikelib.refractory import (
     Refractory,
@@ -233,20 +233,10 @@ def test_strided_approximation():
         _assert_sampling(s.transpose(1, 2).reshape(-1, 101), c.transpose(1, 2).reshape(-1, 101), R)
 
 
-class _CountOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _ops(f, c, R, **kw):
-    with _CountOps() as mode:
+    with DispatchLog() as log:
         f(c, R, **kw)
-    return mode.count
+    return log.count
 
 
 def test_scan_depth_grows_like_log_L():
