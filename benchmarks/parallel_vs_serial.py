@@ -38,7 +38,8 @@ L (under a minute on 2 cores).
     python benchmarks/parallel_vs_serial.py                          # auto device
     python benchmarks/parallel_vs_serial.py --device cpu --lengths 256 --repeats 2
 
-Writes results/bench-parallel-vs-serial-<device>.json (``--out`` a .json path or a folder).
+Writes results/bench-parallel-vs-serial-<device>.json (``--out`` a .json path or a folder),
+rewritten after each part (``"complete": false`` until the end).
 """
 from __future__ import annotations
 
@@ -202,9 +203,33 @@ def main(argv: list[str] | None = None) -> int:
           f"L={lengths}; repeats {repeats}; serial loops up to L={serial_max}; "
           f"threads {torch.get_num_threads()}; TF32: {tf32}", flush=True)
 
+    rows, neurons, ratios, refractory = [], [], {}, None
+
+    def save(complete: bool):
+        """The file so far: rewritten after each part (``complete`` false until the end), so
+        a run stopped from outside keeps the parts it measured."""
+        wall = time.perf_counter() - start
+        return write_result(result_path(a, "bench-parallel-vs-serial", device), {
+            "benchmark": "parallel_vs_serial", "complete": complete, "synthetic": True,
+            "device_label": label, "precision": "fp32 (no autocast)",
+            "shapes": {"batch": BATCH, "channels": CHANNELS, "refractory_R": R,
+                       "psn_order": ORDER, "s4d_d_state": D_STATE,
+                       "ddsn": "DynamicDecayNeuron defaults"},
+            "lengths": lengths, "repeats": repeats, "serial_max_length": serial_max,
+            "serial_repeats": {str(L): serial_repeats(L) for L in lengths if L <= serial_max},
+            "timing": "forward + backward (upstream gradient fixed): "
+                      "torch.utils.benchmark.Timer.timeit(repeats), the mean of repeats runs "
+                      "after its warm-up of two runs",
+            "pairs": rows, "neurons": neurons, "ratios_vs_ddsn": ratios,
+            "refractory_forms": refractory,
+            "paper_second_hand": {"psn_over_ddsn_16k_forward": 21.7,
+                                  "psn_over_ddsn_16k_backward": 28.0,
+                                  "sliding_psn_over_ddsn": 2.2,
+                                  "note": "not comparable 1:1: their PSN/DDSN code and shapes"},
+            "wall_seconds": wall, **record(a, device, command)})
+
     torch.manual_seed(a.seed)
     table = pairs(device)
-    rows = []
     print(f"\n{'module':12s} {'L':>6s} {'parallel ms':>12s} {'serial ms':>12s} "
           f"{'par/ser':>8s} {'ser/par':>8s}", flush=True)
     for L in lengths:
@@ -228,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:12s} {L:6d} {par['seconds'] * 1e3:12.2f} {'-':>12s}", flush=True)
             rows.append(row)
             del x, g
+    save(False)
 
     from spikelib.ddsn import DynamicDecayNeuron
     from spikelib.psn import PSN, SlidingPSN
-    neurons, ratios = [], {}
     print(f"\n{'neuron':12s} {'L':>6s} {'fwd+bwd ms':>12s} {'vs ddsn':>8s} {'peak MiB':>9s}",
           flush=True)
     for L in lengths:
@@ -254,28 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{peak:>9s}", flush=True)
             del m
         del x, g
+    save(False)
 
     refractory = time_refractory(a, device)
 
-    wall = time.perf_counter() - start
-    print(f"\ntotal {wall:.1f} s", flush=True)
-    path = write_result(result_path(a, "bench-parallel-vs-serial", device), {
-        "benchmark": "parallel_vs_serial", "synthetic": True,
-        "device_label": label, "precision": "fp32 (no autocast)",
-        "shapes": {"batch": BATCH, "channels": CHANNELS, "refractory_R": R, "psn_order": ORDER,
-                   "s4d_d_state": D_STATE, "ddsn": "DynamicDecayNeuron defaults"},
-        "lengths": lengths, "repeats": repeats, "serial_max_length": serial_max,
-        "serial_repeats": {str(L): serial_repeats(L) for L in lengths if L <= serial_max},
-        "timing": "forward + backward (upstream gradient fixed): "
-                  "torch.utils.benchmark.Timer.timeit(repeats), the mean of repeats runs after "
-                  "its warm-up of two runs",
-        "pairs": rows, "neurons": neurons, "ratios_vs_ddsn": ratios,
-        "refractory_forms": refractory,
-        "paper_second_hand": {"psn_over_ddsn_16k_forward": 21.7,
-                              "psn_over_ddsn_16k_backward": 28.0,
-                              "sliding_psn_over_ddsn": 2.2,
-                              "note": "not comparable 1:1: their PSN/DDSN code and shapes"},
-        "wall_seconds": wall, **record(a, device, command)})
+    print(f"\ntotal {time.perf_counter() - start:.1f} s", flush=True)
+    path = save(True)
     print(f"wrote {path}")
     return 0
 

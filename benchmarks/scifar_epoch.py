@@ -26,7 +26,8 @@ size (cumulative over the models run so far, so only an upper bound for the late
     python benchmarks/scifar_epoch.py --device cpu --steps 3
     python benchmarks/scifar_epoch.py --device cuda --steps 200  # estimate from 200 steps
 
-Writes results/scifar-epoch-<device>.json (with provenance).
+Writes results/scifar-epoch-<device>.json (with provenance), rewritten after each model
+(``"complete": false`` until the end).
 """
 from __future__ import annotations
 
@@ -127,6 +128,25 @@ def main(argv: list[str] | None = None) -> int:
     train_set = splits.train.to(device)
     info = splits.info
     rows = []
+    cfg = build(DEFAULT_MODELS[0], d_input=info.d_input, n_classes=info.n_classes,
+                **overrides).cfg
+
+    def save(complete: bool):
+        """The file so far: rewritten after each model (``complete`` false until the end)."""
+        base = next((r["epoch_seconds"] for r in rows if r["model"] == "s4d"), None)
+        return write_result(result_path(a, "scifar-epoch", device, profile), {
+            "benchmark": "scifar_epoch", "complete": complete, "profile": profile,
+            "synthetic": True, "data_note": DATA_NOTE, "dataset": a.dataset,
+            "precision": precision, "batch": a.batch, "n_train_sequences": len(train_set),
+            "model_config": cfg.to_dict() | {"name": None}, "warmup_steps": warmup,
+            "steps_requested": steps, "max_seconds": max_seconds, "rows": rows,
+            "ratios_vs_s4d": {f"{r['model']}_vs_s4d": r["epoch_seconds"] / base for r in rows
+                              if base and r["model"] != "s4d"},
+            "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
+                                            "seconds_per_epoch_on_one_h100_at_most":
+                                                GOAL_SECONDS_H100},
+            **record(a, device, command)})
+
     for name in a.models:
         runs = []
         for _ in range(a.repeats):
@@ -146,10 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:6s} {best['epoch_seconds']:10.1f} s/epoch ({label}; median step "
               f"{best['median_step_s'] * 1e3:.1f} ms), peak {peak['bytes'] / 2**20:.0f} MiB "
               f"({peak['kind']})", flush=True)
+        save(False)
 
     base = next((r["epoch_seconds"] for r in rows if r["model"] == "s4d"), None)
-    ratios = {f"{r['model']}_vs_s4d": r["epoch_seconds"] / base for r in rows
-              if base and r["model"] != "s4d"}
     print(f"\n{'model':6s} {'s/epoch':>10s} {'vs s4d':>7s} {'peak MiB':>9s}  how")
     for r in rows:
         ratio = r["epoch_seconds"] / base if base else float("nan")
@@ -158,19 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"goals (reported, not asserted): frssm/pssm <= 1.3x s4d; <= {GOAL_SECONDS_H100:.0f} "
           f"s per epoch on one H100")
 
-    cfg = build(DEFAULT_MODELS[0], d_input=info.d_input, n_classes=info.n_classes,
-                **overrides).cfg
-    path = write_result(result_path(a, "scifar-epoch", device, profile), {
-        "benchmark": "scifar_epoch", "profile": profile, "synthetic": True,
-        "data_note": DATA_NOTE, "dataset": a.dataset,
-        "precision": precision, "batch": a.batch, "n_train_sequences": len(train_set),
-        "model_config": cfg.to_dict() | {"name": None}, "warmup_steps": warmup,
-        "steps_requested": steps, "max_seconds": max_seconds, "rows": rows,
-        "ratios_vs_s4d": ratios,
-        "goals_reported_not_asserted": {"frssm_pssm_vs_s4d_at_most": 1.3,
-                                        "seconds_per_epoch_on_one_h100_at_most":
-                                            GOAL_SECONDS_H100},
-        **record(a, device, command)})
+    path = save(True)
     print(f"wrote {path}")
     return 0
 
