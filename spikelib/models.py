@@ -70,6 +70,7 @@ class ModelConfig:
     refractory: int = 2          # R of frssm
     refractory_grad: str = "mask"    # 'mask': no gradient where the refractory period removed a
                                      # crossing; 'straight_through': the crossing's gradient (ours)
+    rate_penalty: float = 0.0    # λ: training adds λ × mean over layers of mean |s| to the loss
     psn_order: int = 32          # P of the sliding PSN (k of the masked PSN)
     psn_kind: str = "sliding"    # 'sliding' | 'masked'
     seq_len: int = 0             # T of the masked PSN (its weights are T×T); unused otherwise
@@ -110,6 +111,8 @@ class ModelConfig:
         if self.d_state % 2:
             raise ValueError(f"d_state: expected an even number (conjugate pairs), "
                              f"got {self.d_state}")
+        if not (isinstance(self.rate_penalty, (int, float)) and 0 <= self.rate_penalty < math.inf):
+            raise ValueError(f"rate_penalty: expected a number >= 0, got {self.rate_penalty!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
         if self.theta_lr is not None and not (isinstance(self.theta_lr, (int, float))
@@ -276,6 +279,14 @@ class SequenceClassifier(Temporal):
             spikes.append(s)
         logits = self.head(self.norm(h))                       # (B, K)
         return (logits, spikes) if return_spikes else logits
+
+    def rate_penalty(self, spikes) -> torch.Tensor:
+        """λ · (1/n_layers) Σ_layers mean |s|: a firing-rate cost added to the training loss
+        (``cfg.rate_penalty`` = λ; ours, the usual L1 activity penalty of SNN training), so
+        that the firing rate can be traded against accuracy; 0 for the non-spiking model."""
+        if not self.spiking or not spikes:
+            return torch.zeros(())
+        return self.cfg.rate_penalty * torch.stack([s.abs().float().mean() for s in spikes]).mean()
 
     def head(self, z):
         """Readout (mean over time or last step) and decoder: normalised (B, L, H) -> (B, K)."""

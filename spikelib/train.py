@@ -124,13 +124,15 @@ def evaluate(model, ds: sdata.SequenceDataset, batch_size: int, task: str,
 
 def train_epoch(model, opt, sched, ds: sdata.SequenceDataset, batch_size: int, task: str,
                 order: torch.Tensor, device: torch.device, progress=None,
-                ctx: D.Context = D.SINGLE) -> dict:
+                ctx: D.Context = D.SINGLE, penalty=None) -> dict:
     """One pass over ``ds`` in ``order`` in global batches of ``batch_size``, of which this
     process trains its shard (:func:`spikelib.distributed.shard`); returns the mean train loss
     and accuracy over every process's examples.
 
     A shard's loss is weighted by its share of the global batch, so the averaged gradient is
-    the global batch's mean even when a shorter last batch splits unevenly."""
+    the global batch's mean even when a shorter last batch splits unevenly. ``penalty``
+    (spikes -> a scalar, e.g. ``SequenceClassifier.rate_penalty``) is added to the optimised
+    objective; the loss reported is the task's alone."""
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)      # Σ loss · examples
     correct, n = torch.zeros((), dtype=torch.int64, device=device), 0
@@ -140,11 +142,12 @@ def train_epoch(model, opt, sched, ds: sdata.SequenceDataset, batch_size: int, t
         x, y = ds.batch(D.shard(batch, ctx))
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device):
-            out = model(x)
-        loss = loss_fn(out, y, task)
+            out, spikes = model(x, return_spikes=True) if penalty else (model(x), None)
+        loss = loss_fn(out, y, task)                              # reported: the task's loss
+        objective = loss + penalty(spikes).to(loss.device) if penalty else loss
         share = len(y) * ctx.world / len(batch)                   # 1 but in an uneven last batch
         opt.zero_grad(set_to_none=True)
-        (loss if share == 1 else loss * share).backward()
+        (objective if share == 1 else objective * share).backward()
         opt.step()
         sched.step()
         total += loss.detach().double() * len(y)
@@ -231,12 +234,13 @@ def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
     segments.append({"epochs": [start, start], **{k: prov[k] for k in SEGMENT_KEYS}})
     net = D.wrap(model, device, ctx)
     probe_x, probe_y = splits.val.batch(torch.arange(min(PROBE_BATCH, len(splits.val))))
+    penalty = model.rate_penalty if model.spiking and mcfg.rate_penalty > 0 else None
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.on_epoch(epoch, cfg.epochs)
         order = epoch_order(n, cfg.seed, epoch)
         tr = train_epoch(net, opt, sched, splits.train, cfg.batch_size, task, order, device,
-                         cfg.progress if ctx.main else False, ctx)
+                         cfg.progress if ctx.main else False, ctx, penalty)
         t_train = time.perf_counter() - t0
         rngs = D.gather(rng_state(), ctx)                        # every rank's random state
         segments[-1]["epochs"][1] = epoch + 1

@@ -488,3 +488,30 @@ def test_probe_reports_per_layer_diagnostics_without_randomness():
 def test_bad_lever_values(kw, match):
     with pytest.raises(ValueError, match=match):
         build(**{"name": "frssm", **SMALL, **kw})
+
+
+def test_rate_penalty_lowers_the_firing_rate_it_is_charged_for():
+    """λ · mean |s| in the objective: a few steps with a large λ cut the firing rate, the same
+    steps with λ = 0 do not; the reported loss is the task's alone (ours)."""
+    from spikelib import data as sdata
+    from spikelib import train as T
+    ds = sdata.adding(64, length=20, seed=0)
+    rates, losses = {}, {}
+    for lam in (0.0, 50.0):
+        torch.manual_seed(0)
+        model = build("frssm", d_input=2, n_classes=1, d_model=8, n_layers=1, d_state=4,
+                      theta_init=0.1, refractory=0, rate_penalty=lam)
+        opt, sched = T.make_optimizer(model, 0.05, 0.0, 8)
+        losses[lam] = T.train_epoch(model, opt, sched, ds, 8, "regression", torch.arange(64),
+                                    torch.device("cpu"), penalty=model.rate_penalty)["loss"]
+        with torch.no_grad():
+            _, spikes = model.eval()(ds.batch(torch.arange(64))[0], return_spikes=True)
+        rates[lam] = spikes[0].abs().mean().item()
+    assert rates[50.0] < 0.5 * rates[0.0], rates
+    assert losses[50.0] < 10 * losses[0.0]                  # no penalty term in the report
+    model = build("frssm", **SMALL, rate_penalty=2.0)
+    s = [torch.ones(1, 3, 8), torch.zeros(1, 3, 8)]
+    assert model.rate_penalty(s).item() == pytest.approx(1.0)      # 2 · mean(1, 0)
+    assert build("s4d", **SMALL, rate_penalty=2.0).rate_penalty(s).item() == 0.0
+    with pytest.raises(ValueError, match="rate_penalty"):
+        build("frssm", **SMALL, rate_penalty=-1.0)

@@ -429,3 +429,15 @@ def test_weights_file_reloads_the_trained_model(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="weights"):
         load_weights(tmp_path / "bad.pt")
+
+
+def test_rate_penalty_reaches_the_training_objective(tmp_path):
+    """model_config rate_penalty is wired into train(): the same run with a large λ ends with
+    a lower test firing rate."""
+    rates = {}
+    for lam in (0.0, 30.0):
+        res = T.train(_adding_run(tmp_path, epochs=2, lr=0.1, run_name=f"p{lam}",
+                                  model_config={**TINY, "rate_penalty": lam,
+                                                "theta_init": 0.1, "refractory": 0}))
+        rates[lam] = sum(res["firing_rate"])
+    assert rates[30.0] < 0.5 * rates[0.0], rates
