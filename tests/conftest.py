@@ -138,3 +138,17 @@ def host_reads():
                 else:
                     setattr(torch.Tensor, name, old)
     return count
+
+
+def load_script(name: str):
+    """``benchmarks/<name>.py`` as a module (the scripts import their ``_bench`` helpers from
+    that folder, so it goes on ``sys.path``). ``from conftest import load_script``."""
+    import importlib.util
+    import sys
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}",
+                                                  ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

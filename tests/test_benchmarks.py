@@ -4,14 +4,14 @@ Each runs a script's ``main`` as the command line would and checks the JSON it w
 provenance (commit, device, command, seed, torch version) and sane values. The numbers
 themselves are not checked — these scripts measure, they do not assert goals.
 """
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--d-model", "8", "--n-layers", "1", "--d-state", "4"]
@@ -23,16 +23,6 @@ def _keep_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-def _script(name: str):
-    if str(ROOT / "benchmarks") not in sys.path:     # the scripts import their _bench helpers
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" /
-                                                  f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _one_json(folder: Path, prefix: str) -> dict:
@@ -53,7 +43,7 @@ def _check_provenance(d: dict, script: str, seed: int):
 def test_serial_inference(tmp_path, capsys):
     args = ["--device", "cpu", "--profile", "smoke", *TINY, "--batches", "1", "3",
             "--out", str(tmp_path), "--commit", "c0ffee", "--seed", "5"]
-    assert _script("serial_inference").main(args) == 0
+    assert load_script("serial_inference").main(args) == 0
     d = _one_json(tmp_path, "serial-inference")
     _check_provenance(d, "serial_inference", 5)
     models = {"s4d", "frssm", "pssm", "ddsn", "sif"}
@@ -74,7 +64,7 @@ def test_train_step(tmp_path, capsys):
     args = ["--device", "cpu", "--lengths", "16", "--batch", "2", "--repeats", "1",
             "--models", "s4d", "frssm", "lif", "--out", str(tmp_path), "--commit", "c0ffee",
             "--seed", "3", "--threads", "1"]
-    assert _script("train_step").main(args) == 0
+    assert load_script("train_step").main(args) == 0
     d = _one_json(tmp_path, "bench-train-step")
     _check_provenance(d, "train_step", 3)
     assert d["synthetic"] is True and d["lengths"] == [16]
@@ -96,7 +86,7 @@ def test_train_step(tmp_path, capsys):
 def test_train_step_skips_what_would_not_fit(tmp_path):
     """--max-seconds: rows projected past the limit are skipped with the reason, the file is
     still written (complete); lif at a longer length gets one call and no warm-up."""
-    ts = _script("train_step")
+    ts = load_script("train_step")
     rows = [{"model": "lif", "length": 16, "seconds": 2.0}, {"model": "s4d", "length": 16,
                                                               "seconds": 0.1}]
     assert ts.projection(rows, "lif", 64, 1) == 8.0       # linear in L: 2 s x 64/16
@@ -117,7 +107,7 @@ def test_parallel_vs_serial(tmp_path, capsys):
             "--commit", "c0ffee", "--seed", "2", "--threads", "1",
             "--refractory-shape", "2", "40", "3", "--refractory-R", "1", "3",
             "--refractory-min-time", "0.01"]
-    assert _script("parallel_vs_serial").main(args) == 0
+    assert load_script("parallel_vs_serial").main(args) == 0
     d = _one_json(tmp_path, "bench-parallel-vs-serial")
     _check_provenance(d, "parallel_vs_serial", 2)
     timed = [r for r in d["pairs"] if "skipped" not in r]
@@ -139,7 +129,7 @@ def test_parallel_vs_serial(tmp_path, capsys):
 def test_scifar_epoch(tmp_path, capsys):
     args = ["--device", "cpu", "--profile", "smoke", *TINY, "--n-train", "100", "--batch", "8",
             "--steps", "1", "--out", str(tmp_path), "--commit", "c0ffee"]
-    assert _script("scifar_epoch").main(args) == 0
+    assert load_script("scifar_epoch").main(args) == 0
     d = _one_json(tmp_path, "scifar-epoch")
     _check_provenance(d, "scifar_epoch", 0)
     assert d["synthetic"] is True and "cannot be downloaded" in d["data_note"] and d["complete"]
@@ -159,7 +149,7 @@ def test_extrapolation(tmp_path, capsys):
     args = ["--device", "cpu", "--profile", "smoke", "--out", str(tmp_path / "res"),
             "--work", str(tmp_path / "work"), "--commit", "c0ffee",
             "--model-set", "frssm:refractory=1"]
-    ex = _script("extrapolation")
+    ex = load_script("extrapolation")
     assert ex.main(args) == 0
     d = _one_json(tmp_path / "res", "extrapolation")
     _check_provenance(d, "extrapolation", 0)
@@ -194,7 +184,7 @@ def test_extrapolation(tmp_path, capsys):
 
 
 def test_extrapolation_model_set_is_checked():
-    ex = _script("extrapolation")
+    ex = load_script("extrapolation")
     assert ex.parse_model_set("frssm:refractory=4") == ("frssm", "refractory", 4)
     for bad in ("refractory=4", "nosuch:refractory=4", "frssm:nosuch=1"):
         with pytest.raises(ValueError):
@@ -203,7 +193,7 @@ def test_extrapolation_model_set_is_checked():
 
 def test_extrapolation_watch_leaves_forward_serial_unchanged():
     from spikelib.models import build
-    ex = _script("extrapolation")
+    ex = load_script("extrapolation")
     torch.manual_seed(0)
     model = build("ddsn", d_input=2, n_classes=1, d_model=8, n_layers=2, d_state=4,
                   readout="last").eval()
@@ -218,5 +208,5 @@ def test_extrapolation_watch_leaves_forward_serial_unchanged():
 
 def test_sync_check_is_cuda_only(capsys):
     """The sync check needs torch.cuda.set_sync_debug_mode; on CPU it says so and passes."""
-    assert _script("sync_check").main(["--device", "cpu"]) == 0
+    assert load_script("sync_check").main(["--device", "cpu"]) == 0
     assert "CUDA only" in capsys.readouterr().out

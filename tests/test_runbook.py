@@ -8,7 +8,6 @@ exited 0 (the runbook's own exit status says so) and no log holds a Python trace
 ImportError inside a stage fails here, not on the GPU. About 35 s of CPU for all three.
 """
 import gzip
-import importlib.util
 import json
 import os
 import struct
@@ -21,22 +20,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_runbook.sh"
 
-
-def _script(name: str):
-    """A benchmarks/ script as a module (they import their _bench helpers from there)."""
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" /
-                                                  f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FP = _script("fmnist_plan")
+FP = load_script("fmnist_plan")
 
 
 def write_fake_fmnist(folder: Path, n_train: int = 300, n_test: int = 100) -> Path:
@@ -240,7 +229,7 @@ def test_full_profile_weights_fit_the_returned_files():
 def test_probe_reports_a_failure_without_blocking_the_others(tmp_path):
     """A probe that raises writes ok: false with the error, marks both barriers for itself (so
     the other probes do not wait for it) and exits 1; the plan then leaves its run out."""
-    fmnist_probe = _script("fmnist_probe")
+    fmnist_probe = load_script("fmnist_probe")
     args = ["--name", "bad", "--report", str(tmp_path / "bad.json"), "--sync",
             str(tmp_path / "sync"), "--expect", "2", "--", "--model", "nosuch"]
     assert fmnist_probe.main(args) == 1            # argparse: invalid choice for --model
