@@ -68,7 +68,7 @@ from spikelib import train as T
 from spikelib.checkpoint import load_checkpoint
 from spikelib.config import identity, parse_override, resolve
 from spikelib.device import device_name
-from spikelib.models import MODELS, build
+from spikelib.models import MODELS, ModelConfig, build
 from spikelib.results import find_root, write_result
 
 DEFAULT_MODELS = ("ddsn", "frssm", "sif", "s4d")
@@ -201,13 +201,15 @@ def run_config(name: str, a, work: Path, device, model_config: dict, epochs: int
     (``a.per_model``), which its run name also carries."""
     own = a.per_model.get(name, {})
     sets = "".join(f"-{k}={v}" for k, v in sorted(own.items()))
+    shared = {k: v for k, v in model_config.items() if k in ModelConfig.reads(name)}
     return T.RunConfig(model=name, dataset="adding", length=a.train_length,
-                       model_config={**model_config, **own}, profile="full", seed=a.seed,
+                       model_config={**shared, **own}, profile="full", seed=a.seed,
                        epochs=epochs, batch_size=a.batch, lr=a.lr,
                        limit_train=a.train_sequences, limit_eval=a.eval_batch * 4,
                        device=str(device), out=str(work / "runs"),
                        results=str(work / "results"), run_name=f"adding-{name}-L{a.train_length}"
-                       f"-s{a.seed}{sets}", progress=False, commit=a.commit)
+                       f"-s{a.seed}{sets}", progress=False, commit=a.commit,
+                       overwrite=True)
 
 
 def parse_model_set(text: str) -> tuple[str, str, object]:

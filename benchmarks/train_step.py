@@ -13,13 +13,21 @@ frssm ≥ 20× faster than lif at L = 1024 (≥ 100× at 8192).
 lif runs last at each length. Its serial loop is launched step by step, so it is slow: at the
 shortest length it gets one warm-up call and ``--lif-repeats`` timed calls (default
 ``--repeats``), above it one timed call and no warm-up (its per-step kernels are those warmed at
-the shortest length). ``--max-seconds`` (the runbook's time limit): a row whose projection — the same model's
-measured time at the previous length × the length ratio × its calls — would end past the limit
-is skipped and says so; the file is rewritten after every length (``"complete": false`` until
-the end), so a run stopped from outside keeps what it measured.
+the shortest length). ``--max-seconds`` (the runbook's time limit): a row whose projection —
+the same model's measured time at the previous length × the length ratio × its calls — would
+end past the limit is skipped and says so; the file is rewritten after every length
+(``"complete": false`` until the end), so a run stopped from outside keeps what it measured.
+
+``--compile frssm`` (the runbook's choice): after everything else, the listed models again
+under ``torch.compile`` (``--compile-backend``, default inductor) at the lengths up to
+``--compile-max-length`` (default the shortest): the first call (which compiles) is timed on its
+own, then the step as above; ``compiled_vs_eager`` holds eager seconds / compiled seconds, both
+measured in this run — a ratio reported, never asserted. Every step runs with the modules'
+NaN scans off (``finite_checks(False)``), as ``spikelib.train`` runs them.
 
     python benchmarks/train_step.py                 # auto device
     python benchmarks/train_step.py --device cpu --lengths 256 1024 --repeats 3
+    python benchmarks/train_step.py --device cpu --lengths 256 --models s4d frssm --compile frssm
 
 Writes results/bench-train-step-<device>.json (with provenance).
 """
@@ -36,6 +44,7 @@ from _bench import clock, common_args, measure, record, result_path, setup
 from spikelib.diagnostics import serial_agreement
 from spikelib.models import MODELS, build
 from spikelib.results import write_result
+from spikelib.temporal import finite_checks
 
 
 def step_time(model, x, y, device, repeats: int, warmup: int | None = None) -> float:
@@ -85,6 +94,18 @@ def flips(device, seed: int, length=256, batch=4) -> dict:
 
 
 def main(argv=None) -> int:
+    with finite_checks(False):                     # as spikelib.train runs the models
+        return run(argv)
+
+
+def batch_for(seed: int, L: int, batch: int, device):
+    """SYNTHETIC x (batch, L, 3) and labels (batch,), drawn from seed + L."""
+    g = torch.Generator().manual_seed(seed + L)
+    x = torch.randn(batch, L, 3, generator=g).to(device)
+    return x, torch.randint(0, 10, (batch,), generator=g).to(device)
+
+
+def run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lengths", type=int, nargs="+", default=None)
     p.add_argument("--lif-max-length", type=int, default=None)
@@ -95,6 +116,11 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, default=None,
                    help="skip rows projected to end past this many seconds after the start")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--compile", nargs="+", default=[], choices=MODELS, metavar="MODEL",
+                   help="also time these models under torch.compile (after the other rows)")
+    p.add_argument("--compile-backend", default="inductor")
+    p.add_argument("--compile-max-length", type=int, default=None,
+                   help="compiled rows up to this length (default: the shortest)")
     a = common_args(p).parse_args(argv)      # --seed: model init; data: seed + L
     start = time.perf_counter()
     command, device, _ = setup(a, "train_step", argv)
@@ -106,7 +132,8 @@ def main(argv=None) -> int:
     models = ["s4d"] + [m for m in a.models if m not in ("s4d", "lif")] + \
         (["lif"] if "lif" in a.models else [])                      # lif last: the slow one
     precision = "bf16 autocast (FFT/scans fp32)" if gpu else "fp32"
-    rows, goals, flip = [], {}, None
+    compile_lengths = [L for L in lengths if L <= (a.compile_max_length or lengths[0])]
+    rows, goals, flip, compiled = [], {}, None, []
 
     def save(complete: bool):
         return write_result(result_path(a, "bench-train-step", device), {
@@ -124,12 +151,12 @@ def main(argv=None) -> int:
                                             "lif_over_frssm_at_1024_at_least": 20,
                                             "lif_over_frssm_at_8192_at_least": 100,
                                             "measured": goals},
+            "compiled_vs_eager": compiled, "compile_backend": a.compile_backend,
+            "finite_checks": "off (as spikelib.train runs the models)",
             "float32_serial_vs_parallel": flip, **record(a, device, command)})
 
     for L in lengths:
-        g = torch.Generator().manual_seed(a.seed + L)
-        x = torch.randn(a.batch, L, 3, generator=g).to(device)        # SYNTHETIC (B, L, 3)
-        y = torch.randint(0, 10, (a.batch,), generator=g).to(device)
+        x, y = batch_for(a.seed, L, a.batch, device)                  # SYNTHETIC (B, L, 3)
         base = None
         for name in models:
             if name == "lif" and L > lif_max:
@@ -169,6 +196,10 @@ def main(argv=None) -> int:
         save(False)
 
     flip = flips(device, a.seed)
+    for L in compile_lengths:            # last: a compile cut off by a limit loses only itself
+        for name in a.compile:
+            save(False)
+            compiled.append(compiled_row(a, rows, name, L, device, repeats, start))
     for k, v in goals.items():
         print(f"{k}: {v:.2f}")
     for k, v in flip.items():
@@ -177,6 +208,34 @@ def main(argv=None) -> int:
     out = save(True)
     print(f"wrote {out}")
     return 0
+
+
+def compiled_row(a, rows: list[dict], name: str, L: int, device, repeats: int,
+                 start: float) -> dict:
+    """``name`` under torch.compile at length L against its eager row of this run: the first
+    call (compiling) timed alone, then :func:`step_time`; or skipped, with the reason."""
+    eager = next((r for r in rows if r["model"] == name and r["length"] == L and
+                  r.get("seconds")), None)
+    elapsed = time.perf_counter() - start
+    why = ("no eager row measured at this length" if eager is None else
+           f"--max-seconds {a.max_seconds:g}: {elapsed:.0f} s gone"
+           if a.max_seconds is not None and elapsed > a.max_seconds else None)
+    if why:
+        print(f"L={L:6d} {name:6s} compiled: skipped: {why}", flush=True)
+        return {"model": name, "length": L, "seconds": None, "skipped": True,
+                "skip_reason": why}
+    x, y = batch_for(a.seed, L, a.batch, device)
+    torch.manual_seed(a.seed)
+    model = build(name, d_input=3, n_classes=10).to(device).train()
+    net = torch.compile(model, backend=a.compile_backend)
+    first = step_time(net, x, y, device, 1, warmup=0)              # compiles, then runs
+    t = step_time(net, x, y, device, repeats)
+    ratio = eager["seconds"] / t
+    print(f"L={L:6d} {name:6s} compiled ({a.compile_backend}) {t * 1e3:10.1f} ms  "
+          f"eager/compiled {ratio:.2f} (first call, compiling: {first:.1f} s)", flush=True)
+    return {"model": name, "length": L, "backend": a.compile_backend, "seconds": t,
+            "first_call_s": first, "eager_seconds": eager["seconds"],
+            "eager_over_compiled": ratio, "timed_calls": repeats}
 
 
 def ratios(rows: list[dict], L: int) -> dict:

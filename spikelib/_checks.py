@@ -1,11 +1,12 @@
 """Input validation shared by the public entry points.
 
 Every public module and function checks what it is handed — rank, channel count, a floating
-dtype, no NaN or Inf — and a failure is one ``ValueError`` that names the argument and says
-what to do. Rank, channels and dtype read only metadata and cost nothing; the NaN/Inf scan reads
-every value back (on a GPU the CPU waits for the device), so training — whose data
-``spikelib.data`` checks once, on load — switches that scan off around its steps with
-:func:`finite_checks` ``(False)``.
+dtype, at least one sequence and one time step, no NaN or Inf — and a failure is one
+``ValueError`` that names the argument and says what to do. All but the NaN/Inf scan read only
+metadata and cost nothing; the scan reads every value back (on a GPU the CPU waits for the
+device, and ``torch.compile`` breaks the graph there), so training — whose data ``spikelib.data``
+checks once, on load — switches it off with :func:`finite_checks` ``(False)``. Both switches are
+public in :mod:`spikelib.temporal`.
 """
 from __future__ import annotations
 
@@ -17,27 +18,51 @@ import torch
 _FINITE = [True]      # whether check_tensor(finite=True) scans values (see finite_checks)
 
 
+def _as_switch(enabled) -> bool:
+    if not isinstance(enabled, bool):
+        raise ValueError(f"enabled: expected True or False, got {enabled!r}")
+    return enabled
+
+
 @contextmanager
 def finite_checks(enabled: bool):
-    """Within the block, ``check_tensor(..., finite=True)`` scans for NaN/Inf only if
-    ``enabled`` (rank, channel and dtype checks always run)."""
+    """Within the block, the value scans (NaN/Inf in ``check_tensor(..., finite=True)`` and the
+    range checks that read values, such as ``linear_scan``'s log a ≤ 0) run only if ``enabled``;
+    the metadata checks (rank, channels, dtype, empty axes) always run. The previous setting is
+    restored on exit."""
+    enabled = _as_switch(enabled)
     before = _FINITE[0]
-    _FINITE[0] = bool(enabled)
+    _FINITE[0] = enabled
     try:
         yield
     finally:
         _FINITE[0] = before
 
 
+def set_finite_checks(enabled: bool) -> bool:
+    """Switch the value scans on or off for the rest of the process (as :func:`finite_checks`
+    does for a block, e.g. before ``torch.compile``); returns the previous setting."""
+    before = _FINITE[0]
+    _FINITE[0] = _as_switch(enabled)
+    return before
+
+
+def finite_checks_enabled() -> bool:
+    """Whether the value scans run (see :func:`finite_checks`)."""
+    return _FINITE[0]
+
+
 def check_tensor(x, name: str, ndim: int | tuple[int, ...] | None = None, *,
-                 channels: int | None = None, floating: bool = False,
-                 finite: bool = True) -> torch.Tensor:
+                 channels: int | None = None, floating: bool = False, finite: bool = True,
+                 nonempty: bool = False) -> torch.Tensor:
     """Check that ``x`` is a real tensor of the right rank and channel count.
 
     ``ndim`` may be a tuple of allowed ranks. ``channels`` is checked against the last axis.
-    ``floating``: integer and bool tensors are rejected (with the fix). ``finite``: NaN and Inf
-    are rejected, unless switched off by :func:`finite_checks` (training does, see there).
-    Returns ``x`` unchanged so it can be used inline.
+    ``floating``: integer and bool tensors are rejected (with the fix). ``nonempty``: a
+    (batch, [time,] channels) tensor needs at least one sequence, time step and channel (the
+    one rule of every model and temporal module: an empty batch or sequence is an error, not
+    an empty result). ``finite``: NaN and Inf are rejected, unless switched off by
+    :func:`finite_checks` (training does, see there). Returns ``x`` unchanged, for inline use.
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
@@ -54,6 +79,11 @@ def check_tensor(x, name: str, ndim: int | tuple[int, ...] | None = None, *,
     if channels is not None and x.shape[-1] != channels:
         raise ValueError(f"{name}: expected {channels} channels on the last axis, "
                          f"got shape {tuple(x.shape)}")
+    if nonempty and 0 in x.shape:
+        axes = _AXES.get(x.dim(), ())
+        axis = x.shape.index(0)
+        what = _EMPTY.get(axes[axis] if axis < len(axes) else "", f"a nonzero axis {axis}")
+        raise ValueError(f"{name}: expected {what}, got shape {tuple(x.shape)}")
     if finite and _FINITE[0] and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: contains NaN or Inf; clean the input "
                          f"(e.g. torch.nan_to_num) before passing it")
@@ -79,7 +109,9 @@ def check_int(value, name: str, minimum: int = 0) -> int:
 
 
 def check_positive(value, name: str) -> float:
-    """Check that ``value`` is a finite real number > 0."""
+    """Check that ``value`` is a finite real number > 0 (a bool is not a number here)."""
+    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool"):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -91,3 +123,6 @@ def check_positive(value, name: str) -> float:
 
 _INT_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
 _SHAPE_NAMES = {1: "(time,)", 2: "(batch, channels)", 3: "(batch, time, channels)"}
+_AXES = {2: ("batch", "channels"), 3: ("batch", "time", "channels")}
+_EMPTY = {"batch": "at least one sequence (batch >= 1)", "time": "at least one time step",
+          "channels": "at least one channel"}

@@ -1,15 +1,14 @@
-"""Checkpoints of a training run: saved atomically, loaded with an identity check.
+"""Checkpoints of a training run (saved atomically, loaded with an identity check) and the
+trained weights a reader opens later.
 
 A checkpoint is a dict of plain tensors, lists and numbers — model, optimizer and scheduler
 states, the epochs' history, the run's ``identity`` (what must match to resume) and every RNG
-state — so ``torch.load(weights_only=True)`` reads it. ``rng`` is this process's state;
-``rng_ranks`` holds one per process of a torchrun job (index = rank), so each process resumes
-its own random stream. A checkpoint from another configuration, another number of processes,
+state (``rng``: this process's; ``rng_ranks``: one per torchrun process) — so
+``torch.load(weights_only=True)`` reads it. Another configuration, another number of processes
 or a corrupt file is a ``ValueError``; nothing silently starts over.
 
-Weights (:func:`save_weights`, :func:`load_weights`) are what a reader opens later: the model's
-parameters and buffers, its ``ModelConfig`` as a plain dict and a little metadata (run name,
-provenance, test accuracy) — no optimizer, a few hundred KB for the CPU profile.
+Weights (:func:`save_weights`, :func:`load_weights`): parameters and buffers in the model's
+dtype, its ``ModelConfig`` as a plain dict and a little metadata; no optimizer.
 """
 from __future__ import annotations
 
@@ -20,7 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikelib.results import _plain
+from spikelib._io import torch_save_atomic
+from spikelib.resultfiles import to_plain
+
+__all__ = ["save_checkpoint", "load_checkpoint", "restore", "rng_state", "set_rng_state",
+           "save_weights", "load_weights", "FORMAT", "WEIGHTS_FORMAT"]
 
 FORMAT = "spikelib-checkpoint-1"
 WEIGHTS_FORMAT = "spikelib-weights-1"
@@ -39,6 +42,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(s: dict) -> None:
+    """Restore :func:`rng_state`'s states; ValueError if it holds more GPUs' than are here."""
+    if s["cuda"] and torch.cuda.is_available():
+        if len(s["cuda"]) > torch.cuda.device_count():
+            raise ValueError(f"rng_state: the checkpoint holds the CUDA random states of "
+                             f"{len(s['cuda'])} GPUs, this process sees "
+                             f"{torch.cuda.device_count()}; resume where at least as many are "
+                             f"visible (CUDA_VISIBLE_DEVICES) to continue exactly")
     torch.set_rng_state(s["torch"])
     if s["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
@@ -52,30 +62,18 @@ def set_rng_state(s: dict) -> None:
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """``torch.save`` to a temporary file beside ``path``, flushed to disk, then
     ``os.replace``: a crash leaves the previous checkpoint or the new one, never half a file."""
-    return _atomic_save({"format": FORMAT, **payload}, Path(path))
-
-
-def _atomic_save(obj, path: Path) -> Path:
-    """torch.save to a temporary file beside ``path``, flushed, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return torch_save_atomic({"format": FORMAT, **payload}, path)
 
 
 def save_weights(path: str | os.PathLike, model, meta: dict | None = None) -> Path:
     """A trained model's weights, its config and ``meta`` (plain JSON-like values), atomically;
-    read back with :func:`load_weights` or ``torch.load(path, weights_only=True)``."""
-    return _atomic_save({"format": WEIGHTS_FORMAT, "model_config": model.cfg.to_dict(),
-                         "state_dict": model.state_dict(), "meta": _plain(dict(meta or {}))},
-                        Path(path))
+    read back with :func:`load_weights` (in the same dtype) or ``torch.load(path,
+    weights_only=True)``."""
+    dtype = next(model.parameters()).dtype
+    return torch_save_atomic({"format": WEIGHTS_FORMAT, "model_config": model.cfg.to_dict(),
+                              "dtype": str(dtype).removeprefix("torch."),
+                              "state_dict": model.state_dict(),
+                              "meta": to_plain(dict(meta or {}))}, path)
 
 
 def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -89,7 +87,10 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise ValueError(f"weights {path}: unreadable ({type(err).__name__}: {err})") from err
     if not isinstance(w, dict) or w.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"weights {path}: not a {WEIGHTS_FORMAT} file")
-    model = SequenceClassifier(ModelConfig.from_dict(w["model_config"])).to(device)
+    dtype = getattr(torch, w.get("dtype", "float32"), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"weights {path}: unknown dtype {w.get('dtype')!r}")
+    model = SequenceClassifier(ModelConfig.from_dict(w["model_config"])).to(device, dtype)
     try:
         model.load_state_dict(w["state_dict"])
     except RuntimeError as err:

@@ -4,22 +4,23 @@ Each :class:`RunConfig` field is declared once — type, default and help togeth
 (``field(metadata={"help": ...})``) — and :func:`parser` derives every ``--flag`` from the
 dataclass: ``model_config`` becomes ``--set KEY=VALUE``, typed by the :class:`ModelConfig`
 field; a ``bool`` becomes a switch. Fields tagged ``operational`` (where files go, how to show
-progress) may differ when a run is resumed; every other field is part of its :func:`identity`.
+progress) may differ when a run is resumed; every other field is part of its :func:`identity`
+and, where it differs from the profile's default, of the run's name (:func:`default_run_name`).
 
 Profiles (``--profile``, default ``$SPIKELIB_PROFILE``, else ``smoke``):
 
 - ``smoke``: a small model (d_model 32, 2 layers, d_state 16) on 512 training and 256 val/test
-  sequences for 2 epochs — seconds on a CPU; checks the pipeline, measures nothing.
-- ``cpu``: the same small model on the whole dataset for 3 epochs — 13–21 minutes per model
-  on one CPU core (sequential Fashion-MNIST, measured for s4d, frssm, pssm, ddsn, sif); real
-  numbers of a small model trained briefly.
+  sequences for 2 epochs: checks the pipeline, measures nothing.
+- ``cpu``: the same small model on the whole dataset for 3 epochs: real numbers of a small
+  model trained briefly (the book's CPU table).
 - ``full``: the model defaults (d_model 128, 4 layers, d_state 64), the whole dataset and
-  ``FULL_EPOCHS`` — the runs the book reports as results; hours per epoch without a GPU.
+  ``FULL_EPOCHS``: the runs the book reports as results (a GPU's work).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -27,6 +28,10 @@ from dataclasses import asdict, dataclass, field
 
 from spikelib import data as sdata
 from spikelib.models import MODELS, ModelConfig
+
+__all__ = ["RunConfig", "PROFILES", "FULL_EPOCHS", "SMALL_MODEL", "profile_of", "resolve",
+           "default_run_name", "name_parts", "identity", "parser", "config_from_args",
+           "parse_value", "parse_override", "set_keys_help"]
 
 SMALL_MODEL = {"d_model": 32, "n_layers": 2, "d_state": 16}
 PROFILES = {     # epochs None: FULL_EPOCHS[dataset]; limits None: the whole split
@@ -61,18 +66,24 @@ class RunConfig:
     weight_decay: float = _arg(0.01, "AdamW weight decay on weight matrices")
     limit_train: int | None = _arg(None, "first N training sequences (after the seeded split)")
     limit_eval: int | None = _arg(None, "first N val and N test sequences")
-    length: int | None = _arg(None, "sequence length of 'adding'")
+    length: int | None = _arg(None, "sequence length of 'adding' (the other datasets have a "
+                                    "fixed length)")
     synthetic: bool = _arg(False, "SYNTHETIC full-size random data: timing only, no accuracy "
                                   "reported")
     verify: bool = _arg(True, "check CIFAR pickles with torchvision's MD5 sums; --no-verify "
                               "reads them unchecked (generated fixtures only)", flag="--no-verify")
     device: str = _arg("auto", "auto | cpu | cuda | cuda:1 ...", operational=True)
     out: str = _arg("runs", "checkpoints and logs: <out>/<run_name>/", operational=True)
-    results: str = _arg("results", "result JSON folder: <results>/<run_name>.json",
+    results: str = _arg("runs/results", "result JSON folder: <results>/<run_name>.json (pass "
+                                        "--results results for the committed table)",
                         operational=True)
-    run_name: str | None = _arg(None, "default: <dataset>-<model>-<profile>-s<seed>[-key=value]",
-                                operational=True)
+    run_name: str | None = _arg(None, "default: <dataset>-<model>-<profile>-s<seed>, then "
+                                      "-key=value for each setting that differs from the "
+                                      "profile's default", operational=True)
     resume: bool = _arg(False, "continue from <out>/<run_name>/checkpoint.pt", operational=True)
+    overwrite: bool = _arg(False, "replace an existing result file and checkpoint of this run "
+                                  "(without it such a run stops)", operational=True)
+    compile: bool = _arg(False, "train the model wrapped in torch.compile", operational=True)
     stop_after_epoch: int | None = _arg(None, "stop after this epoch's checkpoint",
                                         operational=True)
     commit: str | None = _arg(None, "commit to record when there is no .git", operational=True)
@@ -130,10 +141,19 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, ModelConfig]:
             raise ValueError(f"{name}: expected an integer >= {0 if name == 'seed' else 1}, "
                              f"got {v!r}")
     for name in ("lr", "weight_decay", "dist_timeout"):
-        if not (isinstance(getattr(c, name), (int, float)) and getattr(c, name) >= 0):
-            raise ValueError(f"{name}: expected a number >= 0, got {getattr(c, name)!r}")
+        v, low = getattr(c, name), ("> 0" if name == "dist_timeout" else ">= 0")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                (v > 0 if name == "dist_timeout" else v >= 0) and math.isfinite(v)):
+            raise ValueError(f"{name}: expected a finite number {low}, got {v!r}")
+    if c.resume and c.overwrite:
+        raise ValueError("resume, overwrite: choose one (--resume continues the run, "
+                         "--overwrite replaces it)")
     if c.stop_after_epoch is not None and not 1 <= c.stop_after_epoch <= c.epochs:
         raise ValueError(f"stop_after_epoch: expected 1..{c.epochs}, got {c.stop_after_epoch}")
+    if cfg.length is not None and cfg.dataset != "adding":
+        raise ValueError(f"length: {cfg.dataset!r} has a fixed length; --length sets only the "
+                         "length of 'adding'")
+    _check_reads(c.model, c.model_config)
     info = sdata.info(c.dataset, c.length)
     fixed = {"name": c.model, "d_input": info.d_input, "n_classes": info.n_classes}
     for k, v in fixed.items():
@@ -152,14 +172,42 @@ def _default(value, default):
     return default if value is None else value
 
 
+_FIXED = ("name", "d_input", "n_classes")      # set by --model and --dataset
+
+
+def _check_reads(model: str, overrides: dict) -> None:
+    """ValueError for a ``--set`` key that ``model`` does not read (it would change nothing)."""
+    reads = ModelConfig.reads(model)
+    for k in sorted(overrides):
+        if k not in reads and k not in _FIXED and k in ModelConfig.__dataclass_fields__:
+            raise ValueError(f"model_config: --set {k} is not read by model {model!r}; "
+                             f"{model} reads: {', '.join(x for x in reads if x not in _FIXED)}")
+
+
+_BASE = ("dataset", "model", "profile", "seed", "synthetic", "model_config")
+
+
+def name_parts(cfg: RunConfig) -> dict:
+    """What makes a run differ from its profile's default run: every non-operational field
+    (after :func:`resolve`) and every ``--set`` value that differs from it, by name (sorted)."""
+    c, m = resolve(cfg)
+    d, dm = resolve(RunConfig(model=c.model, dataset=c.dataset, profile=c.profile,
+                              seed=c.seed, synthetic=c.synthetic))
+    keep = [f.name for f in dataclasses.fields(RunConfig)
+            if not f.metadata["operational"] and f.name not in _BASE]
+    parts = {k: getattr(c, k) for k in keep if getattr(c, k) != getattr(d, k)}
+    parts |= {k: v for k, v in c.model_config.items() if getattr(dm, k) != getattr(m, k)}
+    return dict(sorted(parts.items()))
+
+
 def default_run_name(cfg: RunConfig) -> str:
-    """``<dataset>-<model>-<profile>-s<seed>``, then ``-<key>=<value>`` for each model-config
-    override (sorted), then ``-synthetic`` for synthetic data: an ablation such as
-    ``--set refractory=4`` gets its own checkpoints and results file instead of overwriting the
-    default run's."""
-    sets = "".join(f"-{k}={re.sub(r'[^A-Za-z0-9._-]+', '_', str(v))}"
-                   for k, v in sorted(cfg.model_config.items()))
-    return f"{cfg.dataset}-{cfg.model}-{profile_of(cfg)}-s{cfg.seed}{sets}" + \
+    """``<dataset>-<model>-<profile>-s<seed>``, then ``-<key>=<value>`` for each part of
+    :func:`name_parts` (e.g. ``-epochs=1``, ``-refractory=4``), then ``-synthetic`` for
+    synthetic data: two runs that compute different things never share a file, and the same
+    command gives the same name (so ``--resume`` finds it)."""
+    parts = "".join(f"-{k}={re.sub(r'[^A-Za-z0-9._-]+', '_', str(v))}"
+                    for k, v in name_parts(cfg).items())
+    return f"{cfg.dataset}-{cfg.model}-{profile_of(cfg)}-s{cfg.seed}{parts}" + \
         ("-synthetic" if cfg.synthetic else "")
 
 
@@ -213,16 +261,30 @@ def _converter(kind, name: str):
     return convert
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):              # no "(default: ...)" after a switch
         return action.help if action.nargs == 0 else super()._get_help_string(action)
 
 
+def set_keys_help() -> str:
+    """Every ``--set`` key with its default, meaning and the models that read it (from the
+    :class:`ModelConfig` field metadata)."""
+    lines = ["--set keys (ModelConfig fields; a key the model does not read is an error):"]
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in _FIXED:
+            continue
+        models = f.metadata["models"]
+        who = "all models" if set(models) == set(MODELS) else ", ".join(models)
+        lines.append(f"  {f.name}={f.default!r}: {f.metadata['help']} [{who}]")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
-    """``python -m spikelib.train``'s parser: one flag per :class:`RunConfig` field."""
+    """``python -m spikelib.train``'s parser: one flag per :class:`RunConfig` field; the epilog
+    lists the ``--set`` keys (:func:`set_keys_help`)."""
     p = argparse.ArgumentParser(prog="python -m spikelib.train",
                                 description="Train a spikelib model (see spikelib.train).",
-                                formatter_class=_Help)
+                                epilog=set_keys_help(), formatter_class=_Help)
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         meta = dict(f.metadata)

@@ -35,6 +35,10 @@ import torch
 
 from spikelib._checks import check_int
 
+__all__ = ["DATASETS", "ADDING_LENGTH", "DatasetInfo", "SequenceDataset", "Splits",
+           "MissingDataError", "data_root", "info", "split_indices", "load", "adding",
+           "synthetic", "batches", "read_cifar_batches", "write_cifar_fixture"]
+
 DATASETS = ("fmnist", "fmnist-rows", "cifar10", "cifar10-grey", "adding")
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -1,36 +1,11 @@
 """The dynamic-decay spiking neuron and the stable parallel scan of h_t = a_t h_{t−1} + b_t.
 
-Huang et al. 2026 (arXiv 2602.01133). What we know and from where:
-
-- paper (abstract): a neuron with input-dependent decay that trains in parallel and infers
-  serially; 25.6× training speed-up over PSN at length 16k; trained at 2k, stable to 30k.
-- paper, second-hand (known from a third-party summary of the paper; likely right,
-  unverified): h_t = α_t h_{t−1} + (1 − α_t) x_t with no reset (spikes never fed back);
-  α_t = sigmoid(CausalConv1D(x_{t−k+1..t}))^{1/τ}; s_t = clip(round(h_t), 0, N); defaults
-  k = 4, τ = 0.25, N = 4.
-- ours: the log-space gate log α = −(1/τ)·softplus(−z) clamped at −20, 1 − α = −expm1(log α),
-  the binary spike option, the initialisation, the chunked scan and its reverse-scan backward.
-
-Since α_t ∈ (0, 1), h_t = Σ_{i≤t} (Π_{j=i+1..t} α_j)(1 − α_i) x_i is a convex combination of
-the inputs so far: |h_t| ≤ max_{i≤t} |x_i| at any length, with no reset.
-
-The scan (ours; a blocked scan): split time into chunks of Q steps. Inside every
-chunk run the recurrence itself from a zero state — Q steps, each one vectorised over all
-B·(L/Q)·C chunk-channels at once — which gives the local part; with ℓ_t = Σ_{j≤t} log a_j
-counted from the chunk start, the state h_in entering the chunk then adds
-
-    h_t = local_t + exp(ℓ_t) h_in,        local_t = Σ_{i≤t} exp(ℓ_t − ℓ_i) b_i,
-
-where ℓ_t ≤ 0, so exp never overflows, and log a = −inf (a = 0) is exact. The entering states
-are a linear recurrence over chunks, h_in' = exp(ℓ_Q) h_in + local_Q, solved by the same routine
-(recursively, until one chunk remains). Work O(B·L·C), memory O(B·L·C), Q + O(1) dispatched
-operations per level and ⌈log_Q L⌉ levels. The usual chunked form is a matrix product instead
-(local = W·b with the Q×Q weights W_ti = exp(ℓ_t − ℓ_i)): it does the same arithmetic Q times
-over, and on a CPU it measured 16× slower at Q = 16 (B 64, L 784, C 32) with the same fp32 error
-as the loop; on a GPU the two are unmeasured. Never divide by a running product Π a: it
-underflows within a few hundred steps. The backward pass is the same scan run backwards in
-time: δ_t = e_t + a_{t+1} δ_{t+1}, ∂/∂b_t = δ_t, ∂/∂log a_t = δ_t a_t h_{t−1},
-∂/∂h_0 = a_1 δ_1 (e = the incoming gradient of h).
+Huang et al. 2026 (arXiv 2602.01133): a neuron with input-dependent decay that trains in
+parallel and infers serially. Its equations are known second-hand (a third-party summary):
+h_t = α_t h_{t−1} + (1 − α_t) x_t with no reset, α_t = sigmoid(CausalConv1D(x))^{1/τ},
+s_t = clip(round(h_t), 0, N). Ours: the log-space gate, the binary spike option, the
+initialisation, and the chunked scan with its reverse-scan backward (:func:`linear_scan`).
+Sources, the scan's derivation and its measurements: the book, chapter 11.
 """
 from __future__ import annotations
 
@@ -40,9 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spikelib._checks import check_int, check_positive, check_tensor
+from spikelib._checks import check_int, check_positive, check_tensor, finite_checks_enabled
 from spikelib.surrogate import or_default, straight_through
-from spikelib.temporal import Temporal
+from spikelib.temporal import Temporal, check_state
 
 __all__ = ["linear_scan", "linear_scan_loop", "DynamicDecayNeuron"]
 
@@ -63,7 +38,8 @@ def _scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, Q: int)
     la = F.pad(log_a, (0, 0, 0, pad)).reshape(B, n, Q, C).transpose(0, 2)      # (Q, n, B, C)
     bb = F.pad(b, (0, 0, 0, pad)).reshape(B, n, Q, C).transpose(0, 2)          # (Q, n, B, C)
     a = la.exp()
-    local = torch.empty_like(bb)                          # h with h_in = 0, every chunk at once
+    local = bb.new_empty(bb.shape)          # h with h_in = 0, every chunk at once; contiguous,
+                                            # so each local[q] is a valid out= (and compiles)
     local[0] = bb[0]
     for q in range(1, Q):
         torch.addcmul(bb[q], a[q], local[q - 1], out=local[q])                  # (n, B, C)
@@ -117,12 +93,13 @@ class _LinearScan(torch.autograd.Function):
 
 def _check_scan_args(log_a, b, h0):
     check_tensor(log_a, "log_a", 3, floating=True, finite=False)     # −inf: a reset (a = 0)
-    check_tensor(b, "b", 3, floating=True)
+    check_tensor(b, "b", 3, floating=True, nonempty=True)
     if log_a.shape != b.shape:
         raise ValueError(f"log_a, b: expected equal shapes (B, L, C), got {tuple(log_a.shape)} "
                          f"and {tuple(b.shape)}")
-    if b.shape[1] < 1:
-        raise ValueError(f"b: expected at least one time step, got shape {tuple(b.shape)}")
+    if finite_checks_enabled() and not bool((log_a <= 0).all()):     # NaN fails too
+        raise ValueError("log_a: expected log_a <= 0 (0 <= a <= 1, where the scan is stable), "
+                         "got a positive or NaN value; clamp it, e.g. log_a.clamp(max=0)")
     if h0 is not None:
         check_tensor(h0, "h0", 2, floating=True)
         if h0.shape != (b.shape[0], b.shape[2]):
@@ -134,11 +111,13 @@ def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = 
                 chunk: int = 8) -> torch.Tensor:
     """h_t = a_t h_{t−1} + b_t for t = 1 … L with a = exp(log_a), h_0 = ``h0`` (zeros if None).
 
-    log_a, b: (B, L, C); h0: (B, C). Returns h (B, L, C). The chunked, stable form (module
-    docstring; ours), chunk length ``chunk`` = Q ≥ 1; any L (the last chunk is padded).
+    log_a, b: (B, L, C) with L ≥ 1; h0: (B, C). Returns h (B, L, C). The chunked form (ours;
+    the book, chapter 11): inside chunks of ``chunk`` = Q ≥ 1 steps the recurrence from a zero
+    state, then the entering states by the same scan over chunks; it never divides by a
+    running product, so it is stable for log_a ≤ 0 (0 ≤ a ≤ 1, −inf included: a reset), and a
+    positive or NaN log_a is a ValueError (a value check: off under ``finite_checks(False)``).
     Accumulates in fp32 (fp64 if an input is fp64), also under autocast; the result is cast back
-    to the inputs' dtype. Stable for log_a ≤ 0 (0 ≤ a ≤ 1), log_a = −inf included (a reset).
-    First-order gradients for log_a, b and h0 (a reverse scan; no double backward).
+    to the inputs' dtype. First-order gradients for log_a, b and h0 (a reverse scan).
     """
     _check_scan_args(log_a, b, h0)
     check_int(chunk, "chunk", 1)
@@ -186,6 +165,8 @@ class DynamicDecayNeuron(Temporal):
     across channels (1 − α geometric from 0.5 to 0.01: time constants 2 … 100 steps).
     """
 
+    state_keys = ("h", "buf")
+
     def __init__(self, channels: int, gate_kernel: int = 4, gate_tau: float = 0.25,
                  spike: str = "binary", spike_levels: int = 4, theta: float = 1.0,
                  surrogate=None, chunk: int = 8):
@@ -230,8 +211,11 @@ class DynamicDecayNeuron(Temporal):
 
     # -- parallel form ----------------------------------------------------------------------
     def _membrane(self, x: torch.Tensor, state: dict | None):
-        B, L, C = check_tensor(x, "x", 3, channels=self.channels, floating=True).shape
+        B, L, C = check_tensor(x, "x", 3, channels=self.channels, floating=True,
+                               nonempty=True).shape
         u = x.transpose(1, 2)                                                # (B, C, L)
+        if state is not None:
+            check_state(state, self.state_keys, B, type(self).__name__)
         if state is None:
             u = F.pad(u, (self.k - 1, 0))                                    # (B, C, L+k−1)
             h0 = None
@@ -249,7 +233,8 @@ class DynamicDecayNeuron(Temporal):
         """h (B, L, C), parallel."""
         return self._membrane(x, state)[0]
 
-    def forward(self, x: torch.Tensor, state: dict | None = None, return_state: bool = False):
+    def forward(self, x: torch.Tensor, state: dict | None = None, *,
+                return_state: bool = False):
         """Spikes (B, L, C), parallel over time; optionally continue from / return a state."""
         h, new_state = self._membrane(x, state)
         s = self.fire(h)
@@ -258,9 +243,8 @@ class DynamicDecayNeuron(Temporal):
     # -- serial form ------------------------------------------------------------------------
     def step(self, x_t: torch.Tensor, state: dict | None = None):
         """One step: x_t (B, C) -> (s_t (B, C), {"h", "buf"})."""
-        check_tensor(x_t, "x_t", 2, channels=self.channels, floating=True)
-        if state is None:
-            state = self.initial_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype)
+        check_tensor(x_t, "x_t", 2, channels=self.channels, floating=True, nonempty=True)
+        state = self.start(x_t, state)
         window = torch.cat([state["buf"], x_t.unsqueeze(-1)], dim=-1)       # (B, C, k)
         z = (window * self.gate_weight).sum(-1) + self.gate_bias             # (B, C)
         log_a = self.log_alpha(z)

@@ -11,12 +11,21 @@ import resource
 
 import torch
 
+__all__ = ["pick_device", "peak_memory", "cpu_name", "device_name"]
+
 
 def pick_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
     """``auto``: CUDA if available, else the CPU. ``local_rank`` (one process per GPU, set
     under torchrun): an unindexed CUDA device becomes ``cuda:<local_rank>``."""
-    dev = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                       "cpu" if name == "auto" else name)
+    try:
+        dev = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                           "cpu" if name == "auto" else name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: {name!r} is not a device; expected auto, cpu, cuda or "
+                         f"cuda:<index>") from err
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: {name!r} is not supported; expected auto, cpu, cuda or "
+                         f"cuda:<index>")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} requested but CUDA is not available")
     if dev.type == "cuda" and local_rank is not None:

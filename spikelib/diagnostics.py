@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from spikelib.ddsn import DynamicDecayNeuron
 from spikelib.neurons import SoftResetIF
+from spikelib.psn import PSN
 
 __all__ = ["threshold_view", "decision_distance", "distances", "serial_agreement",
            "gradient_agreement", "probe"]
@@ -21,8 +22,9 @@ __all__ = ["threshold_view", "decision_distance", "distances", "serial_agreement
 def threshold_view(spike, y: torch.Tensor):
     """(v, θ): what a single threshold θ compares in a spike module fed y (B, L, H) — v = y for
     frssm, the PSN membrane for pssm, h for the binary dynamic-decay neuron — or None where no
-    single threshold decides (LIF with reset, soft-reset IF, integer spikes, GELU, masked PSN)."""
-    if not hasattr(spike, "membrane") or isinstance(spike, SoftResetIF):
+    single threshold decides (LIF with reset, soft-reset IF, integer spikes, GELU), or where
+    θ is one per time step, not per channel (full and masked PSN)."""
+    if not hasattr(spike, "membrane") or isinstance(spike, (SoftResetIF, PSN)):
         return None
     if isinstance(spike, DynamicDecayNeuron) and spike.spike == "integer":
         return None
@@ -57,7 +59,7 @@ def decision_distance(spike, y: torch.Tensor) -> torch.Tensor:
 def distances(model, x: torch.Tensor) -> list[torch.Tensor]:
     """:func:`decision_distance` (B, L, H) per layer in the parallel pass: where it exceeds the
     round-off of the two forms, serial and parallel spikes must agree."""
-    h, out = model.encoder(x), []
+    h, out = model.embed(x), []
     for layer in model.layers:
         out.append(decision_distance(layer.spike, layer.ssm(layer.norm(h))))
         h, _ = layer(h)
@@ -67,7 +69,7 @@ def distances(model, x: torch.Tensor) -> list[torch.Tensor]:
 @torch.no_grad()
 def serial_agreement(model, x: torch.Tensor) -> dict:
     """Compare ``forward`` and ``forward_serial`` on x (eval mode): the largest logit difference
-    and, per layer, the fraction of spikes that differ (for float32 reports)."""
+    and, per layer, the fraction of spikes that differ (for float32 reports; none for s4d)."""
     was = model.training
     model.eval()
     a, sa = model(x, return_spikes=True)
@@ -108,7 +110,7 @@ def probe(model, x: torch.Tensor, target: torch.Tensor,
     was = model.training
     model.eval()
     with torch.enable_grad():
-        h, ys, rows = model.encoder(x), [], []
+        h, ys, rows = model.embed(x), [], []
         for layer in model.layers:
             y = layer.ssm(layer.norm(h))                                   # (B, L, H)
             ys.append(y)

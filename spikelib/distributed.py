@@ -1,21 +1,11 @@
 """Data-parallel training on PyTorch's own engine: ``torchrun`` starts one process per device,
-this module joins them and says which examples each one trains on.
+this module joins them (:func:`setup`) and says which examples each one trains (:func:`shard`).
 
-Under ``torchrun`` (``torch.distributed.is_torchelastic_launched()``) :func:`setup` reads
-``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment torchrun sets, picks
-``cuda:<LOCAL_RANK>`` (or the CPU) and joins the default process group — NCCL on CUDA, gloo on
-the CPU — with a ``timeout``: a collective that waits longer for another process raises
-instead of hanging. Without torchrun nothing is initialised and the run is one process.
-
-Sharding (the choice of spikelib's loop): every process draws the same seeded epoch order and
-cuts it into the same global batches of ``batch_size``; process ``r`` of ``W`` trains on the
-``r``-th of ``W`` consecutive slices of each global batch (:func:`shard`). The examples of an
-epoch and the composition of every optimiser step are those of a single process with the same
-``batch_size``; ``DistributedDataParallel`` averages the gradients (a shard's loss is weighted by
-its share when a shorter last batch splits unevenly). The parameters then equal a single
-process's up to the order of float sums, not bit for bit. Evaluation, the probe, checkpoints,
-logs and the result are rank 0's alone (the others wait at their next all-reduce): a validation
-or test number is that of one process evaluating the same parameters.
+Every process draws the same seeded epoch order and global batches of ``batch_size``; process
+``r`` of ``W`` trains the ``r``-th consecutive slice of each, so an epoch and every optimiser step
+see the examples of a single process (the parameters agree up to the order of float sums).
+Evaluation, checkpoints and results are rank 0's alone. A collective that waits longer than the
+``timeout`` raises instead of hanging. Without torchrun the run is one process.
 """
 from __future__ import annotations
 
@@ -27,6 +17,9 @@ import torch
 import torch.distributed as dist
 
 from spikelib.device import pick_device
+
+__all__ = ["Context", "SINGLE", "PeerError", "setup", "teardown", "check_batches", "shard",
+           "wrap", "all_sum", "gather", "from_peer"]
 
 
 class PeerError(RuntimeError):

@@ -28,6 +28,8 @@ import torch.nn as nn
 from spikelib._checks import check_int, check_positive, check_tensor
 from spikelib.temporal import Temporal
 
+__all__ = ["S4D", "S4DKernel", "causal_conv", "register"]
+
 
 def register(module: nn.Module, name: str, tensor: torch.Tensor, lr: float | None = None):
     """Register ``tensor`` on ``module`` as a buffer when ``lr == 0`` (frozen), else as a Parameter
@@ -72,7 +74,8 @@ class S4DKernel(nn.Module):
         dt_min, dt_max = check_positive(dt_min, "dt_min"), check_positive(dt_max, "dt_max")
         if dt_min > dt_max:
             raise ValueError(f"dt_min: expected dt_min <= dt_max, got {dt_min} > {dt_max}")
-        if lr is not None and not (isinstance(lr, (int, float)) and 0 <= lr < math.inf):
+        if lr is not None and (isinstance(lr, bool) or not (isinstance(lr, (int, float))
+                                                            and 0 <= lr < math.inf)):
             raise ValueError(f"lr: expected None or a number >= 0, got {lr!r}")
         self.d_model, self.d_state = H, N
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H)
@@ -132,6 +135,8 @@ class S4D(Temporal):
     :func:`register`).
     """
 
+    state_keys = ("x",)
+
     def __init__(self, d_model: int, d_state: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1,
                  lr: float | None = 1e-3):
         super().__init__()
@@ -141,7 +146,7 @@ class S4D(Temporal):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """y = irfft(rfft(u, 2L) · rfft(K, 2L))[:L] + D u.   u (B, L, H) -> y (B, L, H)."""
-        check_tensor(u, "u", 3, channels=self.d_model, floating=True)
+        check_tensor(u, "u", 3, channels=self.d_model, floating=True, nonempty=True)
         real = _compute_dtype(u.dtype, self.D.dtype)
         with _no_autocast(u.device):
             v = u.to(real)                                                        # (B L H)
@@ -175,9 +180,8 @@ class S4D(Temporal):
     def step(self, u_t: torch.Tensor, state: dict | None = None):
         """x_t = dA x_{t−1} + dB u_t ; y_t = Re Σ_n (2C)_n x_{t,n} + D u_t.
         u_t (B, H), state {"x": (B, H, N/2)} or None -> (y_t (B, H), state)."""
-        check_tensor(u_t, "u_t", 2, channels=self.d_model, floating=True)
-        if state is None:
-            state = self.initial_state(u_t.shape[0], device=u_t.device, dtype=u_t.dtype)
+        check_tensor(u_t, "u_t", 2, channels=self.d_model, floating=True, nonempty=True)
+        state = self.start(u_t, state)
         with _no_autocast(u_t.device):
             real, dA, dB, C2, D = self._prepare(u_t)
             v = u_t.to(real)                                                      # (B H)

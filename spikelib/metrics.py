@@ -1,4 +1,4 @@
-"""Accuracy, firing rates, synaptic operations and an energy estimate (conventions: ours).
+"""Firing rates, synaptic operations and the energy bill of a sequence (conventions: ours).
 
 Firing rate of a layer = mean of |s| over (batch, time, channels): an OFF spike (−1) is an event
 like an ON spike (+1), so signed spikes never cancel. Integer spikes (soft-reset IF, integer
@@ -10,9 +10,10 @@ Synaptic operations of a spike-fed Linear with ``fan_out`` outputs, per sequence
 Energy (Horowitz, ISSCC 2014, 45 nm; the convention of the SNN literature):
 E_AC = 0.9 pJ per synaptic operation of a spike-fed layer, E_MAC = 4.6 pJ per multiply-accumulate
 of a layer fed real values (encoder, GLU product, readout, the SSM's serial state update).
-Like the papers we leave out norms, non-linearities and memory traffic. Unlike most of them we
-report the costs spiking does not remove — the S4D state update and the neurons' own arithmetic
-(PSN window, decay gate) — as separate entries, not hidden in or dropped from the total.
+Like the papers we leave out norms, non-linearities and memory traffic. Unlike most of them the
+headline, ``whole_pJ``, includes the costs spiking does not remove — the S4D state update and
+the neurons' own arithmetic (PSN window, decay gate) — with the split beside it (``SPLIT``).
+:func:`energy_of` recomputes the bill of a result file from the counts it holds.
 """
 from __future__ import annotations
 
@@ -20,36 +21,25 @@ from collections.abc import Sequence
 
 import torch
 
+__all__ = ["SpikeCounter", "op_counts", "energy", "energy_of", "SPLIT", "E_AC_PJ", "E_MAC_PJ",
+           "CONVENTION"]
+
 E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
 CONVENTION = ("Horowitz ISSCC 2014 (45 nm): E_AC 0.9 pJ per synaptic op, E_MAC 4.6 pJ per MAC; "
               "per sequence; integer spikes counted by value; norms, non-linearities and memory "
-              "traffic ignored; S4D state update and neuron-internal arithmetic reported "
-              "separately and not in total_pJ")
-
-
-def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max equals the label: logits (B, K), y (B,)."""
-    return (logits.argmax(-1) == y).float().mean().item()
-
-
-def firing_rates(spikes: Sequence[torch.Tensor]) -> list[float]:
-    """Mean of |s| over (batch, time, channels) for each layer's spikes (B, L, H)."""
-    return [s.detach().double().abs().mean().item() for s in spikes]
-
-
-def sops(spikes: Sequence[torch.Tensor], fan_out: int) -> list[float]:
-    """Synaptic operations per sequence of the Linear each layer's spikes feed:
-    Σ_t Σ_in |s| · fan_out, averaged over the batch."""
-    return [s.detach().double().abs().sum().item() * fan_out / s.shape[0] for s in spikes]
+              "traffic ignored; whole_pJ includes the S4D state update and neuron-internal "
+              "arithmetic")
+# the parts of whole_pJ, in the order the book and the summary show them
+SPLIT = ("encoder_pJ", "mix_pJ", "glu_pJ", "readout_pJ", "state_update_pJ", "neuron_pJ")
 
 
 class SpikeCounter:
-    """Accumulates spike statistics over batches (e.g. a whole test set).
+    """Firing rates and synaptic operations of spikes, accumulated over batches.
 
-    ``add(spikes)`` with one tensor (B, L, H) per layer; then :meth:`summary`. The sums stay
-    on the spikes' device (float64) and are read once, in :meth:`summary` (and the methods it
-    calls): adding a batch never waits for the GPU.
+    ``add(spikes)`` with one tensor (B, L, H) per layer (or ``SpikeCounter.of(spikes)`` for
+    one batch); then :meth:`rates`, :meth:`sops` or :meth:`summary`. The sums stay on the
+    spikes' device (float64) and are read once there: adding a batch never waits for the GPU.
     """
 
     def __init__(self):
@@ -59,7 +49,17 @@ class SpikeCounter:
         self.sequences = 0
         self.length = 0
 
+    @classmethod
+    def of(cls, spikes: Sequence[torch.Tensor]) -> SpikeCounter:
+        """A counter holding one batch of spikes."""
+        counter = cls()
+        counter.add(spikes)
+        return counter
+
     def add(self, spikes: Sequence[torch.Tensor]) -> None:
+        """Add one batch: one (B, L, H) tensor per layer (none for a model without spikes)."""
+        if not spikes:
+            return
         if not self.total:
             zero = torch.zeros((), dtype=torch.float64, device=spikes[0].device)
             n = len(spikes)
@@ -77,10 +77,11 @@ class SpikeCounter:
         return [t.item() for t in self.total]
 
     def rates(self) -> list[float]:
+        """Mean of |s| over (batch, time, channels) of each layer."""
         return [t / max(e, 1) for t, e in zip(self._totals(), self.elements)]
 
     def sops(self, fan_out: int) -> list[float]:
-        """SOPs per sequence of each layer's spike-fed Linear."""
+        """SOPs per sequence of each layer's spike-fed Linear: Σ_t Σ_in |s| · fan_out."""
         return [t * fan_out / max(self.sequences, 1) for t in self._totals()]
 
     def integer(self) -> list[bool]:
@@ -118,16 +119,11 @@ def op_counts(model, length: int) -> dict:
 
 
 def energy(ops: dict, layer_sops: Sequence[float] | None) -> dict:
-    """Energy per sequence in pJ from a model's operation counts and the measured SOPs.
+    """Energy per sequence in pJ from :func:`op_counts` and the measured SOPs per layer.
 
-    ``ops`` is :func:`op_counts` (model, L): dense MACs per sequence of the encoder,
-    of each layer's mixing Linear (``mix_macs``), GLU products, readout (``readout_macs`` and
-    mean accumulation ``readout_adds``), S4D state update (``state_macs``) and neuron arithmetic
-    (``neuron_macs``), and ``spiking`` (whether the mixing Linear is fed spikes). For a spiking
-    model the mixing Linear costs E_AC × SOPs; for the non-spiking baseline E_MAC × dense MACs.
-    ``total_pJ`` = encoder + mixing + GLU + readout; ``state_update_pJ`` and ``neuron_pJ`` are
-    the costs spiking does not remove, reported separately (``total_with_state_pJ`` adds them).
-    """
+    The mixing Linear costs E_AC × SOPs in a spiking model, E_MAC × dense MACs in the baseline;
+    every other part E_MAC per MAC (E_AC per addition of the mean readout). ``whole_pJ`` is the
+    sum of the parts named in ``SPLIT`` (the state update and neuron arithmetic included)."""
     if ops["spiking"]:
         if layer_sops is None:
             raise ValueError("layer_sops: a spiking model needs the measured SOPs per layer")
@@ -140,12 +136,19 @@ def energy(ops: dict, layer_sops: Sequence[float] | None) -> dict:
         "glu_pJ": E_MAC_PJ * sum(ops["glu_macs"]),
         "readout_pJ": E_MAC_PJ * ops["readout_macs"] + E_AC_PJ * ops["readout_adds"],
     }
-    total = parts["encoder_pJ"] + sum(mix) + parts["glu_pJ"] + parts["readout_pJ"]
-    state = E_MAC_PJ * sum(ops["state_macs"])
-    neuron = E_MAC_PJ * sum(ops["neuron_macs"])
-    dense_mix = E_MAC_PJ * sum(ops["mix_macs"])
-    return {**parts, "total_pJ": total, "state_update_pJ": state, "neuron_pJ": neuron,
-            "total_with_state_pJ": total + state + neuron,
-            "mix_dense_equivalent_pJ": dense_mix,
+    parts["state_update_pJ"] = E_MAC_PJ * sum(ops["state_macs"])
+    parts["neuron_pJ"] = E_MAC_PJ * sum(ops["neuron_macs"])
+    whole = sum(sum(v) if isinstance(v, list) else v for v in parts.values())
+    return {**parts, "whole_pJ": whole,
+            "mix_dense_equivalent_pJ": E_MAC_PJ * sum(ops["mix_macs"]),
             "sops": list(layer_sops) if ops["spiking"] else None,
             "convention": CONVENTION}
+
+
+def energy_of(result: dict) -> dict | None:
+    """The bill of a training result recomputed by :func:`energy` from the ``ops`` and
+    ``sops`` its file holds (files written before ``whole_pJ`` included); None without ops."""
+    ops = result.get("ops")
+    if not ops:
+        return None
+    return energy(ops, result.get("sops") if ops["spiking"] else None)

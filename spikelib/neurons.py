@@ -8,20 +8,16 @@ V_0 = V_reset = 0. A neuron is charge, fire, reset (the SpikingJelly decompositi
     fire    S_t = Θ(H_t − θ)                     (surrogate gradient in the backward pass)
     reset   hard V_t = H_t (1 − S_t) ; soft V_t = H_t − θ S_t ; none V_t = H_t
 
-With a reset, S_t feeds back into V_t: the neuron is a nonlinear RNN and only the serial loop
-computes it (training is BPTT). Without a reset it is linear and time invariant: the LIF
-membrane is the causal convolution h = k ∗ x with k_j = (1 − β) β^j (``leaky_integrate``), a
-one-state diagonal SSM, so it is computed in parallel. The one exact parallel form *with* a reset
-is ``SoftResetIF`` (Proposition A, ours): soft reset = quantisation of the running integral.
+With a reset, S_t feeds back into V_t: only the serial loop computes it (training is BPTT).
+Without a reset the LIF membrane is the causal convolution h = k ∗ x, k_j = (1 − β) β^j
+(``leaky_integrate``), computed in parallel. The one exact parallel form *with* a reset is
+``SoftResetIF`` (Proposition A, ours; derivation in the book, chapter 4).
 
-Every neuron is a :class:`~spikelib.temporal.Temporal` module: ``forward`` (parallel where a
-parallel form exists), ``forward_serial`` (a loop over ``step``), ``step(x_t, state) ->
-(s_t, state)`` and ``initial_state``. Inputs are checked for rank, channels and a floating
-dtype; a NaN input gives NaN spikes, never clean 0/1 ones (``spikelib.surrogate.heaviside``).
+Every neuron is a :class:`~spikelib.temporal.Temporal` module; ``forward`` and
+``forward_serial`` also return the membrane with ``return_v=True``. A NaN input gives NaN
+spikes, never clean 0/1 ones (``spikelib.surrogate.heaviside``).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -30,13 +26,12 @@ from spikelib._checks import check_int, check_positive, check_tensor
 from spikelib.memory import causal_conv
 from spikelib.refractory import refractory_scan
 from spikelib.surrogate import floor_ste, or_default
-from spikelib.temporal import Temporal, serial
+from spikelib.temporal import PositiveTheta, Temporal, serial
 
-__all__ = ["PositiveTheta", "ThresholdSpike", "IFNeuron", "LIFNeuron", "lif_kernel",
-           "leaky_integrate", "SoftResetIF"]
+__all__ = ["ThresholdSpike", "IFNeuron", "LIFNeuron", "lif_kernel", "leaky_integrate",
+           "SoftResetIF", "RESETS"]
 
 RESETS = ("hard", "soft", "none")
-THETA_MIN = 1e-6      # floor of a learnable threshold (see PositiveTheta)
 
 
 def _check_tau(tau) -> float:
@@ -47,38 +42,15 @@ def _check_tau(tau) -> float:
     return tau
 
 
-def _serial_v(neuron, x: torch.Tensor, return_v: bool):
-    """The serial form of a neuron with membrane state ``v``: spikes [, V after every step]."""
-    check_tensor(x, "x", 3, channels=getattr(neuron, "channels", None), floating=True)
-    s, _, v = serial(neuron, x, keep=(lambda st: st["v"]) if return_v else None)
-    return (s, v) if return_v else s
-
-
-class PositiveTheta(Temporal):
-    """Base of every module with a threshold: θ = max(exp(log_theta), 1e-6) stays positive
-    whatever the optimiser does to ``log_theta`` (a learnable θ stored as is can reach 0 or
-    below, where spikes mean nothing and the soft reset divides by zero; the floor only guards
-    against exp underflowing). ``log_theta`` is a Parameter when learnable, else a buffer;
-    ``theta`` is the positive value, ``set_theta`` assigns one."""
-
-    def _init_theta(self, shape: tuple, value: float, learn: bool, name: str = "theta_init"):
-        log = torch.full(shape, math.log(check_positive(value, name)))
-        if learn:
-            self.log_theta = nn.Parameter(log)
-        else:
-            self.register_buffer("log_theta", log)
-
-    @property
-    def theta(self) -> torch.Tensor:
-        return self.log_theta.exp().clamp_min(THETA_MIN)
-
-    @torch.no_grad()
-    def set_theta(self, value) -> None:
-        """θ ← ``value`` (a positive number or a tensor broadcastable to θ's shape)."""
-        value = torch.as_tensor(value, dtype=self.log_theta.dtype, device=self.log_theta.device)
-        if not bool((value > 0).all() & torch.isfinite(value).all()):
-            raise ValueError(f"theta: expected positive finite values, got {value}")
-        self.log_theta.copy_(value.log().expand_as(self.log_theta))
+def _serial_v(neuron, x: torch.Tensor, state, return_state: bool, return_v: bool):
+    """The serial form of a neuron with membrane state ``v``: spikes [, V after every step]
+    [, the final state]."""
+    check_tensor(x, "x", 3, channels=getattr(neuron, "channels", None), floating=True,
+                 nonempty=True, finite=False)                     # step scans each x_t
+    s, state, v = serial(neuron, x, state, keep=(lambda st: st["v"]) if return_v else None)
+    out = (s, v) if return_v else (s,)
+    out += (state,) if return_state else ()
+    return out if len(out) > 1 else s
 
 
 class ThresholdSpike(PositiveTheta):
@@ -101,11 +73,11 @@ class ThresholdSpike(PositiveTheta):
         return y
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        check_tensor(y, "y", 3, channels=self.channels, floating=True)
+        check_tensor(y, "y", 3, channels=self.channels, floating=True, nonempty=True)
         return self.surrogate(y - self.theta.to(y.dtype))     # (B, L, C)
 
     def step(self, y_t: torch.Tensor, state=None):
-        check_tensor(y_t, "y_t", 2, channels=self.channels, floating=True)
+        check_tensor(y_t, "y_t", 2, channels=self.channels, floating=True, nonempty=True)
         return self.surrogate(y_t - self.theta.to(y_t.dtype)), {}   # (B, C)
 
     def extra_repr(self) -> str:
@@ -115,14 +87,13 @@ class ThresholdSpike(PositiveTheta):
 class _ResetNeuron(Temporal):
     """Charge–fire–reset neuron with an optional fixed refractory period; see IFNeuron/LIFNeuron.
 
-    Refractory period R (ours): s_t = c_t ∏_{k=1..R} (1 − s_{t−k}) with the
-    crossing c_t = Θ(H_t − θ), kept as a countdown r: a spike sets r = R, each step lowers r by
-    one, and a crossing fires only when r = 0 (the mask carries no gradient), so no two spikes are
-    closer than R + 1 steps. During refractoriness the membrane keeps integrating and is not reset
-    (no spike was emitted); the reset always uses the emitted spike s_t.
-    detach_reset (SpikingJelly semantics): the spike in the reset term is detached, so gradients
-    flow through V_t only via H_t (and the spike output keeps its surrogate gradient).
+    Refractory period R (ours): a crossing c_t = Θ(H_t − θ) fires only when the countdown r is 0
+    and a spike sets r = R, so no two spikes are closer than R + 1 steps (the mask carries no
+    gradient). The membrane keeps integrating while refractory; the reset uses the emitted
+    spike. detach_reset (SpikingJelly semantics): the spike in the reset term is detached.
     """
+
+    state_keys = ("v", "r")
 
     def __init__(self, theta, reset, refractory, surrogate, detach_reset):
         super().__init__()
@@ -149,9 +120,8 @@ class _ResetNeuron(Temporal):
     def step(self, x_t: torch.Tensor, state=None):
         """One step: x_t (B, C), state dict(v=(B, C) membrane, r=(B, C) long countdown) or None
         (V = 0, r = 0) -> (s_t (B, C), new state)."""
-        check_tensor(x_t, "x_t", 2, floating=True)
-        if state is None:
-            state = self.initial_state(*x_t.shape, device=x_t.device, dtype=x_t.dtype)
+        check_tensor(x_t, "x_t", 2, floating=True, nonempty=True)
+        state = self.start(x_t, state)
         v, r = state["v"], state["r"]
         h = self.charge(x_t, v)                                  # H_t (B, C)
         s = self.surrogate(h - self.theta)                       # c_t = Θ(H_t − θ)
@@ -167,21 +137,23 @@ class _ResetNeuron(Temporal):
             v = h
         return s, {"v": v, "r": r}
 
-    def forward_serial(self, x: torch.Tensor, return_v: bool = False):
-        """Loop over ``step``: x (B, L, C) -> spikes (B, L, C) [, V after reset (B, L, C)]."""
-        return _serial_v(self, x, return_v)
+    def forward_serial(self, x: torch.Tensor, state: dict | None = None, *,
+                       return_state: bool = False, return_v: bool = False):
+        """Loop over ``step``: x (B, L, C) -> spikes (B, L, C) [, V after reset (B, L, C)]
+        [, final state], continuing from ``state`` (None: V = 0, r = 0)."""
+        return _serial_v(self, x, state, return_state, return_v)
 
     def membrane_noreset(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, return_v: bool = False):
+    def forward(self, x: torch.Tensor, *, return_v: bool = False):
         """x (B, L, C) -> spikes (B, L, C) [, V (B, L, C)]. With reset='none' the membrane does
         not depend on the spikes: a convolution, then Θ, then the refractory period as an exact
         parallel scan (a gradient-free mask) — parallel throughout. With a reset, the serial
         loop (its only form)."""
         if self.reset != "none":
-            return self.forward_serial(x, return_v)
-        check_tensor(x, "x", 3, floating=True)
+            return self.forward_serial(x, return_v=return_v)
+        check_tensor(x, "x", 3, floating=True, nonempty=True)
         h = self.membrane_noreset(x)                             # (B, L, C)
         s = self.surrogate(h - self.theta)                       # (B, L, C) crossings
         if self.refractory > 0:
@@ -265,45 +237,32 @@ def leaky_integrate(x: torch.Tensor, tau: float) -> torch.Tensor:
     convolution of :func:`spikelib.memory.causal_conv`, O(L log L)). x (B, L, C) -> h (B, L, C)
     in the dtype of x (half/bfloat16 inputs are computed in float32; ``torch.fft`` rejects bf16).
     """
-    check_tensor(x, "x", 3, floating=True)
+    check_tensor(x, "x", 3, floating=True, nonempty=True)
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
     k = lif_kernel(tau, x.shape[1], work.dtype, x.device)       # (L,)
     return causal_conv(work, k).to(x.dtype)                      # (B, L, C)
 
 
 class SoftResetIF(PositiveTheta):
-    """Soft-reset IF with integer spikes, computed exactly in parallel (Proposition A, ours).
+    """Soft-reset IF with integer spikes, computed exactly in parallel (Proposition A, ours;
+    derivation, precision and gradients in the book, chapter 4).
 
-    Serial form (the definition): H_t = V_{t−1} + X_t ; s_t = max(0, ⌊H_t / θ⌋) (⌊V/θ⌋ spikes
-    when V ≥ θ, else none) ; V_t = H_t − θ s_t ; V_0 = 0. Parallel form, for every input:
+    Serial form (the definition): H_t = V_{t−1} + X_t ; s_t = max(0, ⌊H_t / θ⌋) ;
+    V_t = H_t − θ s_t ; V_0 = 0. Parallel form, for every input: S_t = Σ_{τ≤t} X_τ,
+    n_t = ⌊max(0, max_{τ≤t} S_τ) / θ⌋, s_t = n_t − n_{t−1}, V_t = S_t − θ n_t (cumsum → cummax
+    → floor). s_t ∈ {0, 1} whenever X_t ≤ θ (then it equals IFNeuron(reset='soft')). The two
+    forms agree unless a partial sum lies within rounding of a lattice point θZ.
 
-        S_t = Σ_{τ≤t} X_τ,   n_t = ⌊max(0, max_{τ≤t} S_τ) / θ⌋,
-        s_t = n_t − n_{t−1},  V_t = S_t − θ n_t
-
-    (cumsum → cummax → floor: the reset discretises the running integral onto the lattice θZ).
-    s_t ∈ {0, 1} whenever X_t ≤ θ (then it equals IFNeuron(reset='soft')), and for X ≥ 0 every
-    prefix error satisfies 0 ≤ S_t − θ n_t < θ. Exact in exact arithmetic; in floating point the
-    two forms agree unless a partial sum lies within rounding of a lattice point (exact for
-    dyadic inputs and θ); the parallel form rounds S_t, whose size grows with t, so in float32
-    long sequences with large drive lose absolute precision in V. The leak breaks the lattice,
-    so there is no LIF analogue; nor one for the hard reset.
-
-    spike_levels N (optional): the *emitted* spike is clipped, min(s_t, N); the reset still
-    subtracts the unclipped count θ⌊H_t/θ⌋ (charge beyond N spikes in one step is discarded).
-    With this choice both forms stay exactly equal with the clip active (clipping the reset
-    instead would carry the excess forward: a rate limiter with no cumsum/cummax form).
-
-    θ: per-channel tensor (C,) if ``channels`` is given (learnable unless learn_theta=False),
-    else a scalar (fixed unless learn_theta=True); ``theta=`` is an alias for a fixed scalar θ.
-    θ = exp(log θ) > 0 always (:class:`PositiveTheta`).
-
-    Gradient (straight-through on the floor, ⌊u⌋ ≈ u): the parallel form differentiates
-    s_t ≈ (M_t − M_{t−1}) / θ, M_t = max(0, max_{τ≤t} S_τ); for X ≥ 0 this is s_t ≈ X_t / θ,
-    i.e. ∂s_t/∂X_τ = δ_{tτ} / θ (zero where the clip is active, s_t > N). The serial step uses
-    s_t ≈ max(0, H_t)/θ with an undetached reset, which gives the same ∂s/∂X for positive
-    inputs; for signed inputs and for ∂/∂θ the two may differ. Train with ``forward``.
+    spike_levels N (optional): the emitted spike is min(s_t, N); the reset still subtracts the
+    unclipped count (so both forms stay equal). θ: per-channel (C,) if ``channels`` is given
+    (learnable unless learn_theta=False), else a scalar (fixed unless learn_theta=True);
+    ``theta=`` is an alias for a fixed scalar θ; θ = exp(log θ) > 0 (:class:`PositiveTheta`).
+    Gradient: straight-through on the floor; the serial form's ∂/∂θ and its gradient for signed
+    inputs may differ from the parallel one's, so train with ``forward``.
     x (B, L, C) -> s (B, L, C), integer-valued, in the dtype of x; step: (B, C), state dict(v).
     """
+
+    state_keys = ("v",)
 
     def __init__(self, channels: int | None = None, theta_init: float = 1.0,
                  learn_theta: bool | None = None, spike_levels: int | None = None, *,
@@ -330,9 +289,9 @@ class SoftResetIF(PositiveTheta):
             return s
         return torch.where(s > self.spike_levels, torch.full_like(s, self.spike_levels), s)
 
-    def forward(self, x: torch.Tensor, return_v: bool = False):
+    def forward(self, x: torch.Tensor, *, return_v: bool = False):
         """Parallel (Proposition A): x (B, L, C) -> s (B, L, C) [, V_t = S_t − θ n_t (B, L, C)]."""
-        check_tensor(x, "x", 3, channels=self.channels, floating=True)
+        check_tensor(x, "x", 3, channels=self.channels, floating=True, nonempty=True)
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()  # bf16: S in fp32
         theta = self.theta.to(work.dtype)                         # (C,) or ()
         S = torch.cumsum(work, dim=1)                             # (B, L, C)
@@ -350,18 +309,18 @@ class SoftResetIF(PositiveTheta):
 
     def step(self, x_t: torch.Tensor, state=None):
         """x_t (B, C), state dict(v=(B, C)) or None (V = 0) -> (s_t (B, C), dict(v))."""
-        check_tensor(x_t, "x_t", 2, channels=self.channels, floating=True)
-        if state is None:
-            state = self.initial_state(*x_t.shape, device=x_t.device, dtype=x_t.dtype)
-        v = state["v"]
+        check_tensor(x_t, "x_t", 2, channels=self.channels, floating=True, nonempty=True)
+        v = self.start(x_t, state)["v"]
         theta = self.theta.to(x_t.dtype)
         h = v + x_t                                               # H_t (B, C)
         n = floor_ste(torch.relu(h) / theta)                      # max(0, ⌊H_t/θ⌋)
         return self._clip(n), {"v": h - theta * n}                # reset by the unclipped count
 
-    def forward_serial(self, x: torch.Tensor, return_v: bool = False):
-        """Loop over ``step``: x (B, L, C) -> s (B, L, C) [, V (B, L, C)]."""
-        return _serial_v(self, x, return_v)
+    def forward_serial(self, x: torch.Tensor, state: dict | None = None, *,
+                       return_state: bool = False, return_v: bool = False):
+        """Loop over ``step``: x (B, L, C) -> s (B, L, C) [, V (B, L, C)] [, final state],
+        continuing from ``state`` (None: V = 0)."""
+        return _serial_v(self, x, state, return_state, return_v)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, learn_theta={isinstance(self.log_theta, nn.Parameter)}, "

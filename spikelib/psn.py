@@ -3,21 +3,23 @@
 A parallel spiking neuron drops the reset, so its membrane is a *linear* function of the input
 sequence and all time steps are computed at once; only the threshold is nonlinear:
 
-    PSN(T)            H = W X + b,                 W ∈ R^{T×T}, b ∈ R^T       (non-causal)
-    MaskedPSN(k, T)   H = (W ⊙ M_k(λ)) X + b,      M_k(λ) = λ M_k + (1 − λ) 𝟙  (causal at λ = 1)
+    PSN(T)            H = W X,                     W ∈ R^{T×T}                (non-causal)
+    MaskedPSN(k, T)   H = (W ⊙ M_k(λ)) X,          M_k(λ) = λ M_k + (1 − λ) 𝟙  (causal at λ = 1)
     SlidingPSN(P)     H_t = Σ_{i<P} w_i x_{t−P+1+i}                         (causal, any length)
-    S = Θ(H − θ)      (PSN / MaskedPSN write the threshold as the bias: S = Θ(H), b init −1)
+    S = Θ(H − θ)      θ > 0 learnable, stored as log θ (:class:`~spikelib.temporal.PositiveTheta`)
 
 M_k is the causal band of width k: M_k[t, j] = 1 for j ≤ t ≤ j + k − 1. W is shared by the
-neurons of a layer: one T×T matrix mixes time, the same for every channel. The parameter layout
-(``weight``, ``bias``; sliding ``weight[P − 1]`` weights the newest input; exponential init
-(…, 1/4, 1/2, 1); Kaiming-uniform init, i.e. uniform ±1/√fan_in) follows SpikingJelly's
-``activation_based.neuron.psn``, so weights copy across (tests use it as the oracle).
+neurons of a layer: one T×T matrix mixes time, the same for every channel. The weight layout
+(sliding ``weight[P − 1]`` weights the newest input; exponential init (…, 1/4, 1/2, 1);
+Kaiming-uniform init, i.e. uniform ±1/√fan_in) follows SpikingJelly's
+``activation_based.neuron.psn`` (tests use it as the oracle).
 
-Differences from SpikingJelly (ours): (B, T, C) layout; the sliding PSN writes its threshold as
-θ = −bias and may have one kernel and threshold per channel (``channels=C``); its parallel form is
-a depthwise ``conv1d`` with P − 1 zeros of left padding, O(T·P) work instead of a T×T matrix; its
-serial state is an explicit buffer of the last P − 1 inputs.
+Differences from SpikingJelly (ours): (B, T, C) layout; every threshold is θ = exp(log θ) > 0
+where SpikingJelly learns a bias b = −θ of any sign (the full and masked PSN: one θ per time
+step, (T, 1), initial 1 as SpikingJelly's b = −1); the sliding PSN may have one kernel and
+threshold per channel (``channels=C``); its parallel form is a depthwise ``conv1d`` with P − 1
+zeros of left padding, O(T·P) work instead of a T×T matrix; its serial state is an explicit
+buffer of the last P − 1 inputs.
 """
 from __future__ import annotations
 
@@ -28,49 +30,50 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from spikelib._checks import check_int, check_tensor
-from spikelib.neurons import PositiveTheta
 from spikelib.surrogate import or_default
-from spikelib.temporal import Temporal
+from spikelib.temporal import PositiveTheta
 
 __all__ = ["PSN", "MaskedPSN", "SlidingPSN", "masked_lambda"]
 
 
 def _check_length(x: torch.Tensor, T: int) -> None:
-    check_tensor(x, "x", 3, floating=True)
+    check_tensor(x, "x", 3, floating=True, nonempty=True)
     if x.shape[1] != T:
         raise ValueError(f"x: this neuron is tied to T = {T} time steps, got shape "
                          f"{tuple(x.shape)} (time is axis 1)")
 
 
-class PSN(Temporal):
-    """Full parallel spiking neuron: H = W X + b, S = Θ(H). One form only (parallel, non-causal:
+class PSN(PositiveTheta):
+    """Full parallel spiking neuron: H = W X, S = Θ(H − θ). One form only (parallel, non-causal:
     ``step`` and ``forward_serial`` raise ``NotImplementedError``, as for the masked PSN).
 
     W (T, T) is shared by all channels and initialised uniform ±1/√T (Kaiming uniform, a = √5);
-    b (T, 1) initialised to −1, i.e. threshold 1 (Fang et al. 2023; SpikingJelly ``PSN``).
-    Input and output (B, T, C) with exactly T time steps: every output step sees every input
-    step, including future ones. O(T²) weights and O(B·T²·C) work.
+    θ (T, 1) > 0, one learnable threshold per time step, initialised to ``theta_init`` (1, as
+    SpikingJelly's bias −1; Fang et al. 2023). Input and output (B, T, C) with exactly T time
+    steps: every output step sees every input step, including future ones. O(T²) weights and
+    O(B·T²·C) work.
     """
 
-    def __init__(self, T: int, surrogate=None):
+    def __init__(self, T: int, surrogate=None, theta_init: float = 1.0):
         super().__init__()
         self.T = check_int(T, "T", 1)
         self.surrogate = or_default(surrogate)
         self.weight = nn.Parameter(torch.empty(T, T))
-        self.bias = nn.Parameter(torch.full((T, 1), -1.0))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))     # uniform ±1/√T
+        self._init_theta((T, 1), theta_init, True)
 
     def effective_weight(self) -> torch.Tensor:
         return self.weight                                         # (T, T)
 
     def membrane(self, x: torch.Tensor) -> torch.Tensor:
-        """H = W X + b, (B, T, C) -> (B, T, C)."""
+        """H = W X, (B, T, C) -> (B, T, C)."""
         _check_length(x, self.T)
-        return torch.matmul(self.effective_weight(), x) + self.bias   # (T,T)@(B,T,C) + (T,1)
+        return torch.matmul(self.effective_weight(), x)              # (T,T)@(B,T,C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """S = Θ(W X + b): (B, T, C) -> (B, T, C) spikes (surrogate gradient)."""
-        return self.surrogate(self.membrane(x))
+        """S = Θ(W X − θ): (B, T, C) -> (B, T, C) spikes (surrogate gradient)."""
+        h = self.membrane(x)
+        return self.surrogate(h - self.theta.to(h.dtype))            # θ (T, 1)
 
     def step(self, x_t, state=None):
         raise NotImplementedError(f"{type(self).__name__} has a parallel form only: its weights "
@@ -91,8 +94,9 @@ class MaskedPSN(PSN):
     ``forward`` (parallel). Fang et al. 2023; SpikingJelly ``MaskedPSN`` (its ``lambda_``).
     """
 
-    def __init__(self, k: int, T: int, lambda_init: float = 0.0, surrogate=None):
-        super().__init__(T, surrogate)
+    def __init__(self, k: int, T: int, lambda_init: float = 0.0, surrogate=None,
+                 theta_init: float = 1.0):
+        super().__init__(T, surrogate, theta_init)
         self.k = check_int(k, "k", 1)
         if k > T:
             raise ValueError(f"k: expected 1 <= k <= T = {T}, got {k}")
@@ -152,6 +156,8 @@ class SlidingPSN(PositiveTheta):
     membrane(x)         H (before the threshold), (B, T, C)
     """
 
+    state_keys = ("buf",)
+
     def __init__(self, order: int, channels: int | None = None, exp_init: bool = True,
                  theta_init: float = 1.0, learn_theta: bool = True, surrogate=None,
                  polarity: str = "on"):
@@ -182,7 +188,7 @@ class SlidingPSN(PositiveTheta):
 
     def membrane(self, x: torch.Tensor) -> torch.Tensor:
         """H_t = Σ_{i<P} w_i x_{t−P+1+i}: (B, T, C) -> (B, T, C)."""
-        B, T, C = check_tensor(x, "x", 3, floating=True).shape
+        B, T, C = check_tensor(x, "x", 3, floating=True, nonempty=True).shape
         u = F.pad(x.transpose(1, 2), (self.order - 1, 0))                # (B, C, T+P−1)
         h = F.conv1d(u, self._kernel(C).to(x.dtype), groups=C)          # (B, C, T)
         return h.transpose(1, 2)                                         # (B, T, C)
@@ -205,9 +211,8 @@ class SlidingPSN(PositiveTheta):
 
     def membrane_step(self, x_t: torch.Tensor, state: dict | None = None):
         """H_t of one step: x_t (B, C), state {"buf"} -> (h_t (B, C), new state)."""
-        B, C = check_tensor(x_t, "x_t", 2, floating=True).shape
-        if state is None:
-            state = self.initial_state(B, C, device=x_t.device, dtype=x_t.dtype)
+        B, C = check_tensor(x_t, "x_t", 2, floating=True, nonempty=True).shape
+        state = self.start(x_t, state)
         window = torch.cat([state["buf"], x_t.unsqueeze(-1)], dim=-1)    # (B, C, P)
         w = self._kernel(C).squeeze(1).to(x_t.dtype)                     # (C, P)
         return (window * w).sum(-1), {"buf": window[..., 1:]}            # (B, C)

@@ -1,60 +1,54 @@
 """Fixed refractory period: exact chunked scan, fused CUDA kernel, serial loop, two approximations
 (ours).
 
-A dense train of threshold crossings c ∈ {0,1}^L is thinned greedily with period R ≥ 0:
+A train of threshold crossings c ∈ {0,1}^L is thinned greedily with period R ≥ 0,
 
-    s_t = c_t ∏_{k=1..R} (1 − s_{t−k})
+    s_t = c_t ∏_{k=1..R} (1 − s_{t−k}),
 
-kept as a countdown r ∈ {0..R} (r_0 = 0): s_t = c_t [r_{t−1} = 0];  r_t = R if s_t else max(r_{t−1} − 1, 0).
-Each step is a map g_t on countdown states, g_t(r) = r − 1 for r > 0 and g_t(0) = R c_t; maps
-compose associatively, so r_t = (g_t ∘ … ∘ g_1)(0) is a prefix scan (Proposition "refractory
-thinning is sparse sampling", ours; the paper's Theorem 4.2 is unknown).
+kept as a countdown r (r_0 = 0): s_t = c_t [r_{t−1} = 0], r_t = R if s_t else max(r_{t−1} − 1, 0).
+Each step is a map on countdown states and maps compose associatively, so the countdowns are a
+prefix scan: ``refractory_scan`` computes it exactly, chunk by chunk (derivation, depth, work,
+memory and timings: the book, chapter 5). On CUDA with triton installed ``Refractory.forward``
+uses ``refractory_fused``, one kernel that walks time with the countdowns in registers.
+``refractory_loop`` is the reference for both.
 
-``refractory_scan`` (the parallel form, exact; ours) splits time into chunks of Q steps:
-(1) the exit map of every chunk — the countdown leaving it for each entering countdown
-e ∈ {0..R} — from one backward sweep over the chunk's Q steps, vectorised over all chunks;
-(2) each chunk's true entering countdown from an odd–even prefix scan of those maps over the
-⌈L/Q⌉ chunks; (3) a forward replay of every chunk from that state, which emits s. Work
-O(B·C·L·(1 + R/Q)), depth O(Q + log(L/Q)), memory O(B·C·(L/Q)·(R+1)) int64 for the maps plus a
-few byte tensors of c's size: no (B·C, L, R+1) tables. On CUDA with triton installed,
-``Refractory.forward`` uses ``refractory_fused`` instead: one kernel that walks time with the
-countdowns in registers. ``refractory_loop`` is the reference for both.
-
-Inputs: c of shape (L,), (B, L) or (B, L, C) — time is axis 0, 1 and 1 (the library's
-(batch, time, channels)); bool, integer or floating values (any nonzero value counts as a
-crossing; with ``validate=True``, the default, NaN and Inf are rejected). Outputs have the
-input's shape and dtype. Gradient: s = c · mask, the mask computed without gradient from c, so
-the gradient reaches c where the mask lets a spike through.
+The functions take c of shape (L,), (B, L) or (B, L, C) — time is axis 0, 1 and 1 — with bool,
+integer or floating values (any nonzero value is a crossing; with ``validate=True``, the default,
+NaN and Inf are rejected unless ``finite_checks(False)``); outputs have the input's shape and
+dtype. :class:`Refractory` is the :class:`~spikelib.temporal.Temporal` module on (B, L, C).
+Gradient: s = c · mask, the mask computed without gradient from c.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
 import os
+import warnings
 
 import torch
-import torch.nn as nn
 
-from spikelib._checks import check_int, check_tensor
+from spikelib._checks import check_int, check_tensor, finite_checks_enabled
+from spikelib.temporal import Temporal
 
-__all__ = ["refractory_scan", "refractory_fused", "refractory_loop", "refractory_onset",
-           "refractory_strided", "default_chunk", "Refractory"]
+__all__ = ["refractory_scan", "refractory_fused", "fused_fallback", "refractory_loop",
+           "refractory_onset", "refractory_strided", "default_chunk", "Refractory"]
 
 _SHAPES = "(time,), (batch, time) or (batch, time, channels)"
 
 
 def _check(c, R, validate: bool = True) -> int:
-    """R as an int; c a real tensor of rank 1–3; with ``validate`` also free of NaN/Inf (a NaN
-    crossing is meaningless). The value check reads c once (a sum: any NaN or Inf makes it
-    non-finite; only then the exact element test) and syncs a GPU, so hot paths pass
-    validate=False."""
+    """R as an int; c a real tensor of rank 1–3; with ``validate`` (and the value checks on:
+    ``finite_checks``) also free of NaN/Inf (a NaN crossing is meaningless). The value check
+    reads c once (a sum: any NaN or Inf makes it non-finite; only then the exact element test)
+    and syncs a GPU, so hot paths pass validate=False."""
     R = check_int(R, "R", 0)
     if not isinstance(c, torch.Tensor) or c.dim() not in (1, 2, 3) or c.is_complex():
         shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
         kind = "complex " if isinstance(c, torch.Tensor) and c.is_complex() else ""
         raise ValueError(f"c: expected a real tensor {_SHAPES}, got {kind}{shape}")
     check_tensor(c, "c", finite=False)                                   # dtype
-    if validate and c.is_floating_point() and not bool(torch.isfinite(c.detach().sum())):
+    if (validate and finite_checks_enabled() and c.is_floating_point()
+            and not bool(torch.isfinite(c.detach().sum()))):
         check_tensor(c, "c", finite=True)               # raises, unless the sum merely overflowed
     return R
 
@@ -119,10 +113,10 @@ def _prefix_states(G: torch.Tensor) -> torch.Tensor:
 def default_chunk(R: int) -> int:
     """The chunk length Q that ``refractory_scan`` uses by default: 32, and at least 2(R+1).
 
-    Steps (1) and (3) cost a few dispatched ops per step of a chunk, step (2) work ∝ (R+1)/Q per
-    time step: 32 balances the two on one CPU thread at the training size (B 64, L 784, C 32,
-    R 1–8; the sweep over Q in ``benchmarks/parallel_vs_serial.py``, part 3). Q ≥ 2(R+1) bounds
-    the int64 maps by 4 bytes per time step and channel, whatever R."""
+    The sweeps over a chunk cost a few dispatched ops per step, the scan over maps work ∝
+    (R+1)/Q per time step; 32 balances the two (the sweep over Q: ``benchmarks/
+    parallel_vs_serial.py``, part 3). Q ≥ 2(R+1) bounds the int64 maps by 4 bytes per time step
+    and channel, whatever R."""
     return max(32, 2 * (check_int(R, "R", 0) + 1))
 
 
@@ -185,16 +179,13 @@ def _scan_mask(x: torch.Tensor, R: int, Q: int) -> torch.Tensor:
 
 def refractory_scan(c: torch.Tensor, R: int, *, chunk: int | None = None,
                     validate: bool = True) -> torch.Tensor:
-    """Exact parallel form: the chunked scan over countdown maps (module docstring; ours).
+    """Exact parallel form: the chunked scan over countdown maps (ours; the book, chapter 5).
 
     c (L,) | (B, L) | (B, L, C) -> s, same shape and dtype, identical to :func:`refractory_loop`.
-    ``chunk`` Q ≥ 1 (default :func:`default_chunk`): Q backward steps that give every chunk's exit
-    map, an odd–even scan of 2⌊log₂(⌈L/Q⌉ − 1)⌋ gathers over the maps (:func:`_prefix_states`;
-    Blelloch 1990, "Prefix sums and their applications"), Q replay steps — each step a few
-    elementwise ops on uint8, in a chunk-major copy of the crossings (no float transposes).
-    Q = 1 is the per-step scan: maps (L, B, C, R+1) int64, memory-hungry; Q ≥ L is the loop.
-    ``validate=False`` skips the NaN/Inf check (no GPU sync). Timings against the loop:
-    ``benchmarks/parallel_vs_serial.py``, part 3.
+    ``chunk`` Q ≥ 1 (default :func:`default_chunk`): every chunk's exit map from Q backward
+    steps, an odd–even scan over the maps (:func:`_prefix_states`; Blelloch 1990), Q replay
+    steps. Q = 1 is the per-step scan (maps (L, B, C, R+1) int64, memory-hungry); Q ≥ L is the
+    loop. ``validate=False`` skips the NaN/Inf check (no GPU sync).
     """
     R = _check(c, R, validate)
     Q = None if chunk is None else check_int(chunk, "chunk", 1)
@@ -253,6 +244,42 @@ def refractory_fused(c: torch.Tensor, R: int, *, validate: bool = True) -> torch
     return _Fused.apply(c, R)
 
 
+_fallback: str | None = None          # why this process gave up the fused kernel; None: it has not
+
+
+def fused_fallback() -> str | None:
+    """Why ``Refractory.forward`` switched from the fused Triton kernel to the exact
+    :func:`refractory_scan` in this process (the error the kernel raised), or None if it has
+    not: a run's provenance records it."""
+    return _fallback
+
+
+def _use_fused(c) -> bool:
+    """``Refractory.forward`` tries the fused kernel on CUDA tensors when triton is installed."""
+    return isinstance(c, torch.Tensor) and c.is_cuda and _triton_available()
+
+
+def _fused_or_scan(c: torch.Tensor, R: int, kernel=None) -> torch.Tensor:
+    """``kernel(c, R, validate=False)`` (default :func:`refractory_fused`); if it raises —
+    triton cannot compile or launch it — :func:`refractory_scan` instead, now and for the rest
+    of the process, with one warning and the reason kept for :func:`fused_fallback`. Bad input
+    and out-of-memory errors are raised, never turned into a fallback."""
+    global _fallback
+    R = _check(c, R, validate=False)
+    if _fallback is None:
+        try:
+            return (kernel or refractory_fused)(c, R, validate=False)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:                       # any compile or launch error of triton
+            lines = str(err).strip().splitlines() or [""]
+            _fallback = f"{type(err).__name__}: {lines[0][:300]}"
+            warnings.warn(f"spikelib.refractory: the fused Triton kernel failed ({_fallback}); "
+                          "Refractory uses the exact refractory_scan (slower) from now on",
+                          RuntimeWarning, stacklevel=2)
+    return refractory_scan(c, R, validate=False)
+
+
 def refractory_onset(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
     """Approximation (ours): s_t = c_t Θ(½ − Σ_{k=1..R} c_{t−k}) — fire only if no *crossing*
     (not spike) in the last R steps. The window sum is a difference of cumulative sums (exact
@@ -277,47 +304,46 @@ def refractory_strided(c: torch.Tensor, R: int, *, validate: bool = True) -> tor
     return _thin(c, _from_blc(x & clock[:, None], c))
 
 
-class Refractory(nn.Module):
+class Refractory(Temporal):
     """Fixed refractory period R on a crossing train c (B, L, C) -> s (B, L, C), same dtype.
 
-    ``forward``: :func:`refractory_fused` on CUDA tensors when triton is installed, else
-    :func:`refractory_scan` (both exact; no NaN check here — the model validates its input once).
-    ``forward_serial``: a loop over ``step``. ``step(c_t (B, C), state)`` with state
-    ``{"r": countdown (B, C) int64}`` (None: :meth:`initial_state`) returns (s_t, state).
-    The mask carries no gradient (s = c · mask). R = 0 is the identity. R: any integer ≥ 0
-    (int, NumPy integer, 0-d integer tensor).
+    ``forward``: :func:`refractory_fused` on CUDA tensors when triton is installed (if the kernel
+    fails, a warning and :func:`refractory_scan` from then on: :func:`fused_fallback`), else
+    :func:`refractory_scan` (both exact). ``forward_serial``: a loop over ``step``, from a
+    ``state``. ``step(c_t (B, C), state)`` with state ``{"r": countdown (B, C) int64}`` (None:
+    :meth:`initial_state`) returns (s_t, state). Inputs are checked as every temporal module's
+    (rank, not empty, NaN/Inf unless ``finite_checks(False)``); for (L,) or (B, L) trains use
+    the functions. The mask carries no gradient (s = c · mask). R = 0 is the identity. R: any
+    integer ≥ 0 (int, NumPy integer, 0-d integer tensor).
     """
+
+    state_keys = ("r",)
 
     def __init__(self, R: int):
         super().__init__()
         self.R = check_int(R, "R", 0)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        if isinstance(c, torch.Tensor) and c.is_cuda and _triton_available():
-            return refractory_fused(c, self.R, validate=False)
+        check_tensor(c, "c", 3, nonempty=True)
+        if _use_fused(c):
+            return _fused_or_scan(c, self.R)
         return refractory_scan(c, self.R, validate=False)
 
     def initial_state(self, batch: int, channels: int | None = None, *, device=None,
                       dtype=None) -> dict:
-        """{"r": zeros (batch, channels) int64} — every neuron free; channels=None gives (batch,)
-        for (batch, time) trains. ``dtype`` is accepted for the common interface and ignored:
-        the countdown is always int64."""
-        shape = (check_int(batch, "batch", 0),) if channels is None else \
-            (check_int(batch, "batch", 0), check_int(channels, "channels", 0))
+        """{"r": zeros (batch, channels) int64} — every neuron free. ``dtype`` is accepted for
+        the common interface and ignored: the countdown is always int64."""
+        shape = (check_int(batch, "batch", 0), check_int(self.state_channels(channels),
+                                                          "channels", 0))
         return {"r": torch.zeros(shape, dtype=torch.long, device=device)}
 
     def step(self, c_t: torch.Tensor, state: dict | None = None):
         """s_t = c_t [r_{t−1} = 0];  r_t = R if s_t else max(r_{t−1} − 1, 0).
-        c_t (B, C) or (B,); returns (s_t like c_t, {"r": r_t})."""
-        if not isinstance(c_t, torch.Tensor) or c_t.dim() not in (1, 2) or c_t.is_complex():
-            shape = tuple(c_t.shape) if isinstance(c_t, torch.Tensor) else type(c_t).__name__
-            raise ValueError(f"c_t: expected a real tensor (batch, channels) or (batch,), "
-                             f"got {shape}")
-        if state is None:
-            state = self.initial_state(c_t.shape[0], *c_t.shape[1:], device=c_t.device)
-        r = state.get("r") if isinstance(state, dict) else None
+        c_t (B, C); returns (s_t (B, C), {"r": r_t})."""
+        check_tensor(c_t, "c_t", 2, nonempty=True)
+        r = self.start(c_t, state)["r"]
         if not isinstance(r, torch.Tensor) or r.shape != c_t.shape:
-            got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(state).__name__
+            got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
             raise ValueError(f"state: expected {{'r': countdown of shape {tuple(c_t.shape)}}} "
                              f"(from initial_state or step), got {got}")
         with torch.no_grad():
@@ -325,17 +351,12 @@ class Refractory(nn.Module):
             r = torch.where(fire, self.R, (r - 1).clamp_min(0))                    # (B C)
         return _thin(c_t, fire), {"r": r}
 
-    def forward_serial(self, c: torch.Tensor) -> torch.Tensor:
-        """Same as ``forward``: c (B, L, C) or (B, L) stepped through time with an explicit
-        countdown."""
-        if not isinstance(c, torch.Tensor) or c.dim() not in (2, 3):
-            shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
-            raise ValueError(f"c: expected (batch, time) or (batch, time, channels), got {shape}")
-        state, out = None, []
-        for t in range(c.shape[1]):
-            s_t, state = self.step(c[:, t], state)                                 # (B C)
-            out.append(s_t)
-        return torch.stack(out, dim=1) if out else c.clone()                       # (B L C)
+    def forward_serial(self, c: torch.Tensor, state: dict | None = None, *,
+                       return_state: bool = False):
+        """``forward``'s result by a loop over ``step``: c (B, L, C) -> s (B, L, C) [, final
+        state], continuing from ``state`` (None: every neuron free)."""
+        check_tensor(c, "c", 3, nonempty=True, finite=False)              # step scans each c_t
+        return super().forward_serial(c, state, return_state=return_state)
 
     def extra_repr(self) -> str:
         return f"R={self.R}"

@@ -1,28 +1,15 @@
 """Training: ``train(RunConfig) -> dict`` for notebooks, ``python -m spikelib.train`` for shells.
 
-The recipe (the S4 example's, reported as our choice): AdamW, lr 0.01, weight decay 0.01 except
-on θ, norms, biases, SSM and PSN parameters (SSM parameters keep their own lr 1e-3, see
-``SequenceClassifier.param_groups``); a cosine schedule over the fixed total number of steps;
-batch 64; bf16 autocast on CUDA (the FFT, kernels and scans stay fp32 inside the modules).
-
-:func:`train` reads top to bottom: set up (process group, data, model, optimizer, resume), then
-per epoch one pass over the seeded order and, on rank 0, validation, probe, checkpoint and log
-line; at the end rank 0 tests and writes ``<results>/<run>.json``. A training step never waits
-for the device: the data are checked once where they are loaded (``spikelib.data``), the loss
-and accuracy sums stay on the device until the epoch ends, and AdamW is fused on CUDA.
-
-Reproducibility: the epoch's shuffle comes from a ``torch.Generator`` seeded by (seed, epoch);
-each epoch ends with an atomic checkpoint (``spikelib.checkpoint``) holding model, optimizer,
-scheduler and every RNG state, so a run stopped with ``--stop-after-epoch N`` and continued with
-``--resume`` ends with exactly the metrics of the uninterrupted run (on CPU).
-
-Data parallel: under ``torchrun`` every process trains its share of each global batch of
-``batch_size`` under ``DistributedDataParallel`` (``spikelib.distributed``); rank 0 alone
-evaluates, probes and writes checkpoints and results. Configuration and the command line:
-``spikelib.config``. Example::
+The recipe (the S4 example's): AdamW, weight decay on weight matrices only, a cosine schedule,
+bf16 autocast on CUDA. Per epoch: one pass over the seeded order, then on rank 0 validation,
+probe, an atomic checkpoint (every RNG state: ``--resume`` continues exactly) and one console
+line; at the end the test pass writes ``<results>/<run>.json``. A step never reads the device
+back. An existing result or checkpoint stops a new run (``--resume`` / ``--overwrite``); the
+run's name says what differs from the profile's default (``spikelib.config``). Under
+``torchrun`` each process trains its shard of every global batch (``spikelib.distributed``)::
 
     python -m spikelib.train --model frssm --dataset fmnist --profile smoke --seed 0
-    python -m spikelib.train --model pssm --dataset cifar10 --profile full --set psn_order=16
+    python -m spikelib.train --model frssm --profile cpu --results results   # the committed table
     torchrun --standalone --nproc_per_node=4 -m spikelib.train --model frssm --profile full
 """
 from __future__ import annotations
@@ -32,6 +19,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,22 +27,18 @@ import torch
 import torch.nn.functional as F
 
 from spikelib import data as sdata
-from spikelib import diagnostics, metrics
+from spikelib import diagnostics, metrics, refractory
 from spikelib import distributed as D
-from spikelib._checks import finite_checks
 from spikelib.checkpoint import load_checkpoint, restore, rng_state, save_checkpoint, save_weights
-from spikelib.config import (  # noqa: F401
-    FULL_EPOCHS,
-    PROFILES,
-    RunConfig,
-    config_from_args,
-    default_run_name,
-    identity,
-    resolve,
-)
+from spikelib.config import RunConfig, config_from_args, default_run_name, identity, resolve
 from spikelib.device import peak_memory
 from spikelib.models import build
-from spikelib.results import provenance, write_result
+from spikelib.provenance import provenance
+from spikelib.resultfiles import write_result
+from spikelib.temporal import finite_checks
+
+__all__ = ["train", "main", "RunConfig", "evaluate", "train_epoch", "make_optimizer", "loss_fn",
+           "epoch_order", "seed_of"]
 
 PROBE_BATCH = 256   # validation sequences of the per-epoch diagnostics (diagnostics.probe)
 LOG_EVERY = 50      # steps between reads of the running loss for a visible progress bar
@@ -124,7 +108,7 @@ def evaluate(model, ds: sdata.SequenceDataset, batch_size: int, task: str,
 
 def train_epoch(model, opt, sched, ds: sdata.SequenceDataset, batch_size: int, task: str,
                 order: torch.Tensor, device: torch.device, progress=None,
-                ctx: D.Context = D.SINGLE, penalty=None) -> dict:
+                ctx: D.Context = D.SINGLE, penalty=None, desc: str = "train") -> dict:
     """One pass over ``ds`` in ``order`` in global batches of ``batch_size``, of which this
     process trains its shard (:func:`spikelib.distributed.shard`); returns the mean train loss
     and accuracy over every process's examples.
@@ -137,7 +121,7 @@ def train_epoch(model, opt, sched, ds: sdata.SequenceDataset, batch_size: int, t
     total = torch.zeros((), dtype=torch.float64, device=device)      # Σ loss · examples
     correct, n = torch.zeros((), dtype=torch.int64, device=device), 0
     batches = order.to(ds.data.device).split(batch_size)      # indices moved once, not per step
-    bar = _bar(progress, len(batches), "train")
+    bar = _bar(progress, len(batches), desc)
     for step, batch in enumerate(batches):
         x, y = ds.batch(D.shard(batch, ctx))
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -171,32 +155,70 @@ def _bar(progress, total, desc):
                 else not progress, dynamic_ncols=True)
 
 
-def train(cfg: RunConfig) -> dict:
+def _check_fresh(cfg: RunConfig, run: str) -> None:
+    """FileExistsError when a new run (no --resume, no --overwrite) would replace files."""
+    if cfg.resume or cfg.overwrite:
+        return
+    for f in (Path(cfg.results) / f"{run}.json", Path(cfg.out) / run / "checkpoint.pt"):
+        if f.exists():
+            raise FileExistsError(f"{f} exists: pass --resume to continue that run, "
+                                  f"--overwrite to replace it, or another --run-name")
+
+
+def _duration(s: float) -> str:
+    if s < 9.95:
+        return f"{s:.1f}s"
+    s = round(s)
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else \
+        f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def epoch_line(h: dict, epochs: int, remaining_s: float | None) -> str:
+    """One console line per epoch: epoch n/N, losses and accuracy rounded, firing rate (the
+    probe's mean over layers), the epoch's time and an estimate of the time left."""
+    rates = [p["firing_rate"] for p in h.get("probe") or [] if p.get("firing_rate") is not None]
+    parts = [f"epoch {h['epoch']}/{epochs}", f"train loss {h['train_loss']:.4f}"]
+    parts.append(f"val acc {100 * h['val_acc']:.2f} %" if h.get("val_acc") is not None
+                 else f"val loss {h['val_loss']:.4f}")
+    if rates:
+        parts.append(f"firing {sum(rates) / len(rates):.3f}")
+    parts.append(f"{_duration(h['wall_s'])}")
+    if remaining_s is not None:
+        parts.append(f"~{_duration(remaining_s)} left")
+    return " | ".join(parts)
+
+
+def train(cfg: RunConfig, log: Callable[[str], None] | None = None) -> dict:
     """Train, evaluate and write ``<results>/<run_name>.json``; returns the result dict.
 
     With ``stop_after_epoch`` the run stops after that epoch's checkpoint and returns
-    ``{"complete": False, ...}`` without writing a result file. Under torchrun every process
-    calls this; rank 0 returns the result, the others ``{"complete": ..., "rank": r}``. The
-    process group stays joined for further calls (:func:`main` leaves it at the end). The data
-    are checked once, on load (``spikelib.data``); the modules' NaN scans are off meanwhile.
+    ``{"complete": False, ...}`` without writing a result file. A new run whose result file or
+    checkpoint exists raises FileExistsError (see ``resume``, ``overwrite``). ``log``: called
+    with one line per epoch (:func:`epoch_line`) on rank 0. Under torchrun every process calls
+    this; rank 0 returns the result, the others ``{"complete": ..., "rank": r}``; the process
+    group stays joined (:func:`main` leaves it). torch's thread count is restored on return.
     """
     cfg, mcfg = resolve(cfg)
+    _check_fresh(cfg, cfg.run_name or default_run_name(cfg))
     ctx, device = D.setup(cfg.device, cfg.dist_timeout)   # joins torchrun's group, once
+    threads = torch.get_num_threads()
     try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         with finite_checks(False):
-            return _train(cfg, mcfg, ctx, device)
+            return _train(cfg, mcfg, ctx, device, log)
     except RuntimeError as err:
         if not D.from_peer(err, ctx):
             raise
         raise D.PeerError(f"rank {ctx.rank} of {ctx.world}: a collective failed or waited "
                           f"longer than --dist-timeout {cfg.dist_timeout:g} s, so another "
                           f"process has failed or hangs (see its output): {err}") from err
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
+def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device, log=None) -> dict:
     prov = provenance(cfg.commit, device) | {"world_size": ctx.world}   # before anything runs
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     run = cfg.run_name or default_run_name(cfg)
     run_dir = Path(cfg.out) / run
     random.seed(cfg.seed)
@@ -233,17 +255,21 @@ def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
             torch.manual_seed(seed_of(cfg.seed, 1_000_003, ctx.rank))   # no epoch uses this key
     segments.append({"epochs": [start, start], **{k: prov[k] for k in SEGMENT_KEYS}})
     net = D.wrap(model, device, ctx)
+    if cfg.compile:
+        net = torch.compile(net)
     probe_x, probe_y = splits.val.batch(torch.arange(min(PROBE_BATCH, len(splits.val))))
-    penalty = model.rate_penalty if model.spiking and mcfg.rate_penalty > 0 else None
+    penalty = model.rate_penalty if model.penalises_rate else None
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.on_epoch(epoch, cfg.epochs)
         order = epoch_order(n, cfg.seed, epoch)
         tr = train_epoch(net, opt, sched, splits.train, cfg.batch_size, task, order, device,
-                         cfg.progress if ctx.main else False, ctx, penalty)
+                         cfg.progress if ctx.main else False, ctx, penalty,
+                         desc=f"epoch {epoch + 1}/{cfg.epochs}")
         t_train = time.perf_counter() - t0
         rngs = D.gather(rng_state(), ctx)                        # every rank's random state
         segments[-1]["epochs"][1] = epoch + 1
+        segments[-1]["fused_fallback"] = refractory.fused_fallback()   # Triton failed: why
         if ctx.main:
             va = evaluate(model, splits.val, cfg.batch_size, task, device)
             history.append({"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"],
@@ -260,6 +286,10 @@ def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
                 "history": history, "segments": segments})
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(history[-1]) + "\n")
+            if log is not None:
+                done = history[start:]
+                left = (cfg.epochs - epoch - 1) * sum(h["wall_s"] for h in done) / len(done)
+                log(epoch_line(history[-1], cfg.epochs, left))
         if cfg.stop_after_epoch == epoch + 1 and epoch + 1 < cfg.epochs:
             return {"complete": False, "run": run, "rank": ctx.rank, "epochs_done": epoch + 1,
                     "history": history, "checkpoint": str(run_dir / "checkpoint.pt")}
@@ -280,11 +310,12 @@ def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
         "firing_rate": spikes["firing_rate"] if spiking else None,
         "integer_spikes": spikes["integer_spikes"] if spiking else None,
         "sops": spikes["sops"] if spiking else None,
-        "energy": metrics.energy(ops, spikes["sops"] if spiking else None),
+        "energy": metrics.energy(ops, spikes["sops"] if spiking else None),   # whole_pJ
         "ops": ops, "params": sum(p.numel() for p in model.parameters()),
         "epoch_wall_s": [h["wall_s"] for h in history],
         "peak_memory": peak_memory(device),
-        "provenance": prov, "segments": segments,
+        "provenance": prov | {"fused_fallback": refractory.fused_fallback()},
+        "segments": segments,
     }
     if splits.synthetic:   # never report an accuracy (or a loss) on synthetic data
         for k in ("test_loss", "test_acc"):
@@ -298,21 +329,32 @@ def _train(cfg: RunConfig, mcfg, ctx: D.Context, device: torch.device) -> dict:
     return result
 
 
+def final_line(res: dict) -> str:
+    """The last console line of a run: rounded test numbers, its time, the result file."""
+    if res.get("test_acc") is not None:
+        score = f"test loss {res['test_loss']:.4f}, test acc {100 * res['test_acc']:.2f} %"
+    elif res.get("test_loss") is not None:
+        score = f"test MSE {res['test_loss']:.4f}"
+    else:
+        score = "synthetic data: timing only"
+    return (f"{res['run']}: {score}, {len(res['epoch_wall_s'])} epochs in "
+            f"{_duration(sum(res['epoch_wall_s']))} -> {res['path']}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m spikelib.train`` (``spikelib-train``): 2 on a bad argument, 1 on a peer's
+    failure under torchrun."""
     try:
-        res = train(config_from_args(argv))
-    except (ValueError, FileNotFoundError, D.PeerError) as err:
+        res = train(config_from_args(argv), log=lambda line: print(line, flush=True))
+    except (ValueError, FileNotFoundError, FileExistsError, D.PeerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1 if isinstance(err, D.PeerError) else 2
     finally:
         D.teardown()
-    if res.get("rank", 0) != 0:
-        pass
-    elif not res["complete"]:
+    if res.get("rank", 0) == 0 and not res["complete"]:
         print(f"stopped after epoch {res['epochs_done']}; checkpoint {res['checkpoint']}")
-    else:
-        print(f"{res['run']}: test loss {res['test_loss']}, test acc {res['test_acc']}, "
-              f"epoch wall s {[round(t, 1) for t in res['epoch_wall_s']]} -> {res['path']}")
+    elif res.get("rank", 0) == 0:
+        print(final_line(res))
     return 0
 
 

@@ -63,7 +63,7 @@ def test_serial_inference(tmp_path, capsys):
 def test_train_step(tmp_path, capsys):
     args = ["--device", "cpu", "--lengths", "16", "--batch", "2", "--repeats", "1",
             "--models", "s4d", "frssm", "lif", "--out", str(tmp_path), "--commit", "c0ffee",
-            "--seed", "3", "--threads", "1"]
+            "--seed", "3", "--threads", "1", "--compile", "frssm", "--compile-backend", "eager"]
     assert load_script("train_step").main(args) == 0
     d = _one_json(tmp_path, "bench-train-step")
     _check_provenance(d, "train_step", 3)
@@ -80,7 +80,13 @@ def test_train_step(tmp_path, capsys):
     for name, f in flips.items():                          # the script's model has 2 layers
         assert len(f["flip_fraction"]) == 2 and math.isfinite(f["max_logit_diff"]), name
         assert all(0 <= v <= 1 for v in f["flip_fraction"]), name
-    assert "x s4d" in capsys.readouterr().out
+    (comp,) = d["compiled_vs_eager"]           # frssm compiled against its eager row above
+    eager = next(r for r in d["rows"] if r["model"] == "frssm")
+    assert (comp["model"], comp["length"], comp["backend"]) == ("frssm", 16, "eager")
+    assert comp["eager_seconds"] == eager["seconds"] and comp["first_call_s"] > 0
+    assert comp["eager_over_compiled"] == pytest.approx(eager["seconds"] / comp["seconds"])
+    out = capsys.readouterr().out
+    assert "x s4d" in out and "eager/compiled" in out
 
 
 def test_train_step_skips_what_would_not_fit(tmp_path):
@@ -94,12 +100,14 @@ def test_train_step_skips_what_would_not_fit(tmp_path):
     assert ts.projection(rows, "frssm", 64, 3) is None
     args = ["--device", "cpu", "--lengths", "8", "16", "--batch", "2", "--repeats", "1",
             "--models", "s4d", "lif", "--lif-max-length", "16", "--max-seconds", "0",
-            "--out", str(tmp_path), "--commit", "c0ffee", "--threads", "1"]
+            "--out", str(tmp_path), "--commit", "c0ffee", "--threads", "1", "--compile", "s4d"]
     assert ts.main(args) == 0
     d = _one_json(tmp_path, "bench-train-step")
     assert d["complete"] and len(d["rows"]) == 4
     assert all(r["skipped"] and "--max-seconds 0" in r["skip_reason"] for r in d["rows"])
     assert d["goals_reported_not_asserted"]["measured"] == {}
+    (comp,) = d["compiled_vs_eager"]                   # nothing eager to compare with
+    assert comp["skipped"] and comp["skip_reason"] == "no eager row measured at this length"
 
 
 def test_parallel_vs_serial(tmp_path, capsys):
@@ -206,7 +214,29 @@ def test_extrapolation_watch_leaves_forward_serial_unchanged():
     assert all("step" not in vars(layer.spike) for layer in model.layers)
 
 
-def test_sync_check_is_cuda_only(capsys):
-    """The sync check needs torch.cuda.set_sync_debug_mode; on CPU it says so and passes."""
-    assert load_script("sync_check").main(["--device", "cpu"]) == 0
-    assert "CUDA only" in capsys.readouterr().out
+def test_benchmarks_holds_only_benchmarks():
+    """GPU orchestration (the runbook, its probe and plan, the sync check) lives in gpu/."""
+    names = {p.name for p in (ROOT / "benchmarks").iterdir() if p.is_file()}
+    assert not names & {"gpu_runbook.sh", "fmnist_plan.py", "fmnist_probe.py", "sync_check.py"}
+    assert {"runbook.sh", "verify.py", "plan.py", "probe.py", "sync_check.py", "README.md"} <= \
+        {p.name for p in (ROOT / "gpu").iterdir()}
+
+
+def test_train_step_runs_the_models_as_training_does(tmp_path, monkeypatch):
+    """Every timed call runs with the modules' NaN scans off (as spikelib.train runs them: a
+    scan reads a value back from the GPU every call), and the switch is restored after."""
+    from spikelib.temporal import finite_checks_enabled
+    ts = load_script("train_step")
+    seen, build = [], ts.build
+
+    def watched(*args, **kw):
+        model = build(*args, **kw)
+        forward = model.forward
+        model.forward = lambda *a, **k: (seen.append(finite_checks_enabled()), forward(*a, **k))[1]
+        return model
+    monkeypatch.setattr(ts, "build", watched)
+    args = ["--device", "cpu", "--lengths", "8", "--batch", "2", "--repeats", "1", "--models",
+            "s4d", "--out", str(tmp_path), "--commit", "c0ffee", "--threads", "1"]
+    assert ts.main(args) == 0
+    assert seen and not any(seen) and finite_checks_enabled()
+    assert _one_json(tmp_path, "bench-train-step")["finite_checks"].startswith("off")

@@ -8,6 +8,7 @@ import torch
 
 from conftest import DispatchLog
 from spikelib.ddsn import DynamicDecayNeuron, linear_scan, linear_scan_loop
+from spikelib.temporal import finite_checks
 
 F64 = torch.float64
 EPS32 = torch.finfo(torch.float32).eps
@@ -180,6 +181,25 @@ def test_scan_bad_arguments():
         linear_scan(la[:, :0], b[:, :0])
     with pytest.raises(ValueError, match="floating"):
         linear_scan(la.long(), b.long())
+    with pytest.raises(ValueError, match="at least one sequence"):
+        linear_scan(la[:0], b[:0])
+
+
+@pytest.mark.parametrize("bad", [1e-3, float("inf"), float("nan")])
+def test_scan_rejects_log_a_above_zero(bad):
+    """a = exp(log a) > 1 grows without bound, where the scan is not stable (its docstring
+    says so): a positive or NaN log a is a ValueError naming log_a — a value check, so it is
+    off with the other value checks (training: no host read)."""
+    la, b = -torch.rand(2, 20, 3, dtype=F64), torch.randn(2, 20, 3, dtype=F64)
+    la[1, 7, 2] = bad
+    for scan in (linear_scan, linear_scan_loop):
+        with pytest.raises(ValueError, match="log_a: expected log_a <= 0"):
+            scan(la, b)
+    la[1, 7, 2] = float("-inf")                      # a reset (a = 0) is fine
+    linear_scan(la, b)
+    la[1, 7, 2] = 1e-3
+    with finite_checks(False):
+        assert linear_scan(la, b).shape == b.shape
 
 
 # ------------------------------------------------------------------------------ the neuron
@@ -314,6 +334,12 @@ def test_neuron_bad_arguments():
         n(torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match="x"):
         n(torch.randn(5, 4))
+    _, state = n(torch.randn(2, 5, 4), return_state=True)
+    for f in (n, n.membrane, n.forward_serial):            # the parallel forms take a state too
+        with pytest.raises(ValueError, match="state: 'h' holds a batch of 2, expected 3"):
+            f(torch.randn(3, 5, 4), state)
+        with pytest.raises(ValueError, match="state: missing key 'buf'"):
+            f(torch.randn(2, 5, 4), {"h": state["h"]})
 
 
 def test_scan_depth_grows_like_log_L():

@@ -212,6 +212,14 @@ def test_validation():
             S4D(H, d_state=bad)
     with pytest.raises(ValueError, match="dt_min"):
         S4D(H, dt_min=0.2, dt_max=0.1)
+    for kw in ({"dt_min": True}, {"lr": True}):                  # a bool is not a number
+        with pytest.raises(ValueError, match=f"^{next(iter(kw))}:"):
+            S4D(H, **kw)
+    m = _model()
+    for shape, what in (((0, 10, H), "at least one sequence"), ((2, 0, H), "at least one time")):
+        for f, name in ((m.forward, "u"), (m.forward_serial, "x")):   # once an MKL FFT error
+            with pytest.raises(ValueError, match=f"^{name}: expected {what}"):
+                f(torch.zeros(shape))
     m = _model()
     u = _u(2, 10)
     for bad, match in ((u[0], "shape"), (u[..., :3], "channels"), (u.long(), "floating")):

@@ -1,13 +1,8 @@
-"""spikelib.metrics: accuracy, firing rates, SOPs (integer spikes by value), energy."""
+"""spikelib.metrics: firing rates, SOPs (integer spikes by value), the whole energy bill."""
 import pytest
 import torch
 
 from spikelib import metrics
-
-
-def test_accuracy():
-    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
-    assert metrics.accuracy(logits, torch.tensor([0, 1, 1, 1])) == 0.75
 
 
 def test_firing_rate_and_sops_by_hand():
@@ -15,11 +10,14 @@ def test_firing_rate_and_sops_by_hand():
     s[0, 0, 0] = 1
     s[1, 3, 2] = 1
     s[1, 4, 1] = 3                                   # an integer spike counts three times
-    assert metrics.firing_rates([s]) == [5 / 40]
-    assert metrics.sops([s], fan_out=8) == [5 * 8 / 2]   # per sequence
+    c = metrics.SpikeCounter.of([s])
+    assert c.rates() == [5 / 40]
+    assert c.sops(fan_out=8) == [5 * 8 / 2]          # per sequence
     rate = 5 / 40
     dense_macs_per_seq = 5 * 4 * 8                   # L · fan_in · fan_out
-    assert metrics.sops([s], 8)[0] == pytest.approx(rate * dense_macs_per_seq)
+    assert c.sops(8)[0] == pytest.approx(rate * dense_macs_per_seq)
+    for gone in ("accuracy", "firing_rates", "sops"):   # one way to count: SpikeCounter
+        assert not hasattr(metrics, gone)
 
 
 def test_counter_equals_whole_set():
@@ -29,8 +27,9 @@ def test_counter_equals_whole_set():
     c = metrics.SpikeCounter()
     for lo, hi in ((0, 3), (3, 7)):
         c.add([s[lo:hi] for s in spikes])
-    assert c.rates() == pytest.approx(metrics.firing_rates(spikes))
-    assert c.sops(6) == pytest.approx(metrics.sops(spikes, 6))
+    whole = metrics.SpikeCounter.of(spikes)
+    assert c.rates() == pytest.approx(whole.rates())
+    assert c.sops(6) == pytest.approx(whole.sops(6))
     assert c.integer() == [False, True]
     summary = c.summary(6)
     assert summary["sequences"] == 7 and summary["length"] == 11
@@ -42,14 +41,21 @@ def _ops(spiking):
             "readout_adds": 40, "state_macs": [100, 100], "neuron_macs": [0, 5]}
 
 
-def test_energy_spiking_uses_sops_and_keeps_state_apart():
+def test_energy_headline_is_the_whole_bill():
+    """whole_pJ includes the S4D state update and the neurons' arithmetic; the split beside it
+    adds up to it."""
     e = metrics.energy(_ops(True), [16.0, 8.0])
     assert e["mix_pJ"] == pytest.approx([0.9 * 16, 0.9 * 8])
-    want = 4.6 * 40 + 0.9 * 24 + 4.6 * 80 + 4.6 * 20 + 0.9 * 40
-    assert e["total_pJ"] == pytest.approx(want)
+    weights = 4.6 * 40 + 0.9 * 24 + 4.6 * 80 + 4.6 * 20 + 0.9 * 40
     assert e["state_update_pJ"] == pytest.approx(4.6 * 200)
     assert e["neuron_pJ"] == pytest.approx(4.6 * 5)
-    assert e["total_with_state_pJ"] == pytest.approx(want + 4.6 * 205)
+    assert e["whole_pJ"] == pytest.approx(weights + 4.6 * 205)
+    assert sum(sum(e[k]) if isinstance(e[k], list) else e[k] for k in metrics.SPLIT) == \
+        pytest.approx(e["whole_pJ"])
+    assert "total_pJ" not in e                       # no partial total under a headline name
+    result = {"ops": _ops(True), "sops": [16.0, 8.0], "energy": {"total_pJ": 1.0}}
+    assert metrics.energy_of(result)["whole_pJ"] == pytest.approx(e["whole_pJ"])
+    assert metrics.energy_of({"ops": None}) is None
     with pytest.raises(ValueError, match="layer_sops"):
         metrics.energy(_ops(True), None)
 
@@ -69,3 +75,9 @@ def test_counter_keeps_its_sums_on_the_device(host_reads):
             c.add(spikes)
     assert reads == []
     assert c.summary(5)["firing_rate"] == [1.0, 0.0] and c.sequences == 6
+
+
+def test_counter_of_a_model_without_spikes_is_empty():
+    c = metrics.SpikeCounter()
+    c.add([])                                        # s4d's return_spikes gives no layers
+    assert c.rates() == [] and c.summary(4)["firing_rate"] == [] and c.sequences == 0

@@ -3,6 +3,7 @@ validation, groups, op counts against counted operations, bf16 autocast, masked-
 import copy
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,14 +44,13 @@ def test_parallel_equals_serial_float64(name, kw):
         dist = diagnostics.distances(model, x)
     assert min(d.min().item() for d in dist) > MARGIN     # no decision within the margin
     torch.testing.assert_close(logits_s, logits, rtol=0, atol=1e-8)
+    if name == "s4d":
+        assert spikes == spikes_s == []                     # GELU activations are not spikes
+        return
+    assert len(spikes) == len(spikes_s) == SMALL["n_layers"]
     for s, s_ser in zip(spikes, spikes_s):
-        assert s.shape == (B, L, SMALL["d_model"])
-        if name == "s4d":
-            torch.testing.assert_close(s_ser, s, rtol=0, atol=1e-8)
-        else:
-            assert torch.equal(s, s_ser)
-    if name != "s4d":
-        assert 0 < sum(s.abs().sum().item() for s in spikes)   # the check saw spikes
+        assert s.shape == (B, L, SMALL["d_model"]) and torch.equal(s, s_ser)
+    assert 0 < sum(s.abs().sum().item() for s in spikes)   # the check saw spikes
 
 
 def test_lif_serial_forms_agree():
@@ -306,7 +306,7 @@ def test_bf16_autocast_keeps_the_scans_in_float32(name):
                          [(m, {}) for m in MODELS] + [("frssm", {"polarity": "on_off"})],
                          ids=list(MODELS) + ["frssm-on_off"])
 def test_op_counts_and_sops_against_counted_operations(name, kw):
-    """``metrics.op_counts`` and ``metrics.sops`` against what the forward pass does: forward
+    """``metrics.op_counts`` and ``SpikeCounter.sops`` against what the forward pass does: forward
     hooks on every Linear count its multiply-accumulates per sequence from the shapes it really
     sees (rows × fan-in × fan-out) and, on each layer's mixing Linear, Σ |input| × fan-out (a
     spike of value n is n events, each reaching 2H outputs); the GLU's products are counted
@@ -338,7 +338,7 @@ def test_op_counts_and_sops_against_counted_operations(name, kw):
     assert ops["glu_macs"] == [shape[1] * shape[2] for shape in glu]   # (B, L, H): L·H each
     assert ops["mix_fan_out"] == model.layers[0].mix.out_features
     if ops["spiking"]:
-        sops = metrics.sops(spikes, ops["mix_fan_out"])
+        sops = metrics.SpikeCounter.of(spikes).sops(ops["mix_fan_out"])
         assert sops == pytest.approx([events[k] for k in mix], rel=1e-12)
         assert all(v > 0 for v in sops)
         e = metrics.energy(ops, sops)
@@ -397,8 +397,8 @@ def test_on_off_spikes_are_signed_events_with_their_own_refractory_period():
         c = train.cumsum(1)
         assert (c[:, 3:] - c[:, :-3]).max() <= 1
     # an OFF spike counts as an event: the firing rate is the mean of |s|
-    assert metrics.firing_rates([s])[0] == pytest.approx(s.abs().mean().item())
-    assert metrics.firing_rates([s])[0] > s.mean().abs().item()
+    rate = metrics.SpikeCounter.of([s]).rates()[0]
+    assert rate == pytest.approx(s.abs().mean().item()) and rate > s.mean().abs().item()
 
 
 def test_straight_through_refractory_gradient_reaches_removed_crossings():
@@ -437,9 +437,11 @@ def test_theta_from_rms_of_the_threshold_input():
 
 
 def test_theta_stays_positive_under_any_update():
-    """θ = exp(log θ): an optimiser step of any size keeps every threshold positive."""
-    for name in ("frssm", "pssm", "sif"):
-        model = _model(name)
+    """θ = exp(log θ): an optimiser step of any size keeps every threshold positive (the
+    masked PSN's too, which once was a raw bias)."""
+    for name, kw in (("frssm", {}), ("pssm", {}), ("sif", {}),
+                     ("pssm", {"psn_kind": "masked", "psn_order": 3, "seq_len": L})):
+        model = _model(name, **kw)
         for p_name, p in model.named_parameters():
             if p_name.endswith("log_theta"):
                 with torch.no_grad():
@@ -515,3 +517,142 @@ def test_rate_penalty_lowers_the_firing_rate_it_is_charged_for():
     assert build("s4d", **SMALL, rate_penalty=2.0).rate_penalty(s).item() == 0.0
     with pytest.raises(ValueError, match="rate_penalty"):
         build("frssm", **SMALL, rate_penalty=-1.0)
+
+
+# -- the non-spiking model, bad input and state, the residual stream, weight decay ----------
+
+def test_s4d_returns_no_spikes():
+    """s4d does not spike: ``return_spikes=True`` gives an empty list in every form (its GELU
+    activations were once returned under that name), and it has no rate penalty."""
+    model, x = _model("s4d", rate_penalty=1.0), _x()
+    with torch.no_grad():
+        logits, spikes = model(x, return_spikes=True)
+        logits_s, spikes_s = model.forward_serial(x, return_spikes=True)
+        (_, spikes_t), _ = model.step(x[:, 0], None, return_spikes=True)
+    assert spikes == spikes_s == spikes_t == [] and logits.shape == logits_s.shape == (B, 5)
+    assert not model.spiking and not model.penalises_rate
+    assert model.rate_penalty(spikes).item() == 0.0
+
+
+def test_penalises_rate_is_the_models_decision():
+    """Whether training adds the rate penalty is decided once, by the model: a spiking model
+    with λ > 0."""
+    assert build("frssm", **SMALL, rate_penalty=0.1).penalises_rate
+    assert not build("frssm", **SMALL).penalises_rate                  # λ = 0
+    assert not build("s4d", **SMALL, rate_penalty=0.1).penalises_rate  # no spikes
+
+
+@pytest.mark.parametrize("name, kw", [(m, {}) for m in MODELS] + [
+    ("pssm", {"psn_kind": "masked", "psn_order": 3, "seq_len": L})])
+def test_model_rejects_an_empty_batch_or_sequence(name, kw):
+    """A batch of 0 or a sequence of 0 steps: a ValueError naming x in forward and
+    forward_serial and u_t in step (once an MKL FFT error, or an empty result serially)."""
+    model = _model(name, **kw)
+    for shape, what in (((0, L, D_IN), r"at least one sequence \(batch >= 1\)"),
+                        ((B, 0, D_IN), "at least one time step")):
+        for f in (model, model.forward_serial):
+            with pytest.raises(ValueError, match=f"^x: expected {what}"):
+                f(torch.zeros(shape, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^u_t: expected at least one sequence"):
+        model.step(torch.zeros(0, D_IN, dtype=torch.float64))
+
+
+def test_model_step_names_a_bad_state():
+    """A state from another batch size, missing a key or with another number of layers is a
+    ValueError naming ``state`` (once a size mismatch deep inside, or KeyError: 'layers')."""
+    model, x = _model("frssm"), _x()
+    with torch.no_grad():
+        _, state = model.step(x[:, 0], None)
+        with pytest.raises(ValueError, match="state: 'sum' holds a batch of 2, expected 1"):
+            model.step(x[:1, 0], state)
+        with pytest.raises(ValueError, match=r"state: missing key 'layers'.*initial_state"):
+            model.step(x[:, 0], {"sum": 0.0, "steps": 0})
+        with pytest.raises(ValueError, match="state: 'layers' holds 1 layer states, expected 2"):
+            model.step(x[:, 0], {**state, "layers": state["layers"][:1]})
+        fresh = {**state, "layers": [None, {"ssm": None}]}
+        with pytest.raises(ValueError, match="state: missing key 'spike'"):
+            model.step(x[:, 0], fresh)
+
+
+@pytest.mark.parametrize("name", ["frssm", "sif", "lif"])
+def test_model_state_carries_across_calls(name):
+    """forward_serial(x, state, return_state=True): two halves equal one call, spikes too."""
+    model, x = _model(name), _x()
+    with torch.no_grad():
+        whole, spikes, _ = model.forward_serial(x, return_spikes=True, return_state=True)
+        _, mid = model.forward_serial(x[:, :9], return_state=True)
+        rest, spikes_rest, end = model.forward_serial(x[:, 9:], mid, return_spikes=True,
+                                                      return_state=True)
+    assert torch.equal(rest, whole) and end["steps"] == L
+    assert all(torch.equal(a[:, 9:], b) for a, b in zip(spikes, spikes_rest))
+
+
+def _force_dtype(modules, dtype):
+    """Forward hooks that return each module's output in ``dtype`` (an autocast policy)."""
+    return [m.register_forward_hook(lambda mod, inp, out: out.to(dtype)) for m in modules]
+
+
+# Autocast policies: CPU autocast returns bf16 from Linear and LayerNorm; CUDA autocast runs
+# LayerNorm in fp32 and Linear in bf16. Both are imposed here on CPU by forward hooks, on top
+# of CPU autocast, since a CUDA device is not needed to see what the model does with them.
+POLICIES = {"cpu": {}, "cuda": {torch.nn.Linear: torch.bfloat16, torch.nn.LayerNorm: torch.float32},
+            "all-bf16": {torch.nn.Linear: torch.bfloat16, torch.nn.LayerNorm: torch.bfloat16}}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("name", MODELS)
+def test_residual_stream_stays_float32_under_autocast(name, policy, monkeypatch):
+    """nanoGPT keeps the residual stream in fp32 under autocast, and so do we: the encoder's
+    output and every x + Dropout(GLU(...)) (what each block adds and what it returns) are fp32
+    whatever dtype the autocast policy gives the Linear and LayerNorm outputs — in the
+    parallel and in the serial form."""
+    model = _model(name, dtype=torch.float32)
+    seen = []
+    residual = type(model.layers[0]).residual
+
+    def spy(self, x, s):
+        out = residual(self, x, s)
+        seen.append((x.dtype, out.dtype))
+        return out
+    monkeypatch.setattr(type(model.layers[0]), "residual", spy)
+    hooks = [h for kind, dtype in POLICIES[policy].items()
+             for h in _force_dtype([m for m in model.modules() if isinstance(m, kind)], dtype)]
+    hooks += [layer.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].dtype,
+                                                                             out[0].dtype)))
+              for layer in model.layers]
+    x = _x(torch.float32, length=6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        model.forward_serial(x)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == SMALL["n_layers"] * (2 + 6) and torch.isfinite(out).all()
+    assert set(seen) == {(torch.float32, torch.float32)}, set(seen)
+
+
+@pytest.mark.parametrize("name, kw", [(m, {}) for m in MODELS] + [
+    ("pssm", {"psn_kind": "masked", "psn_order": 3, "seq_len": L})])
+def test_weight_decay_on_linear_weight_matrices_only(name, kw):
+    """One rule: the Linear layers' weight matrices decay, nothing else — the dynamic-decay
+    gate's kernel no more than the PSN kernels (it once did, while they did not)."""
+    model = _model(name, **kw)
+    decayed = {id(p) for g in model.param_groups(0.01, 0.1) if g["weight_decay"]
+               for p in g["params"]}
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert decayed == linear
+    assert all(g["weight_decay"] in (0.0, 0.1) for g in model.param_groups(0.01, 0.1))
+
+
+WEIGHTS = sorted((Path(__file__).resolve().parents[1] / "weights").glob("*.pt"))
+
+
+@pytest.mark.parametrize("path", WEIGHTS, ids=[p.stem for p in WEIGHTS])
+def test_committed_weights_still_load(path):
+    """The state dicts of the committed weights (frssm, s4d) fit the modules as they are now:
+    ``load_weights`` loads them strictly, and the model runs both forms."""
+    from spikelib.checkpoint import load_weights
+    model, meta = load_weights(path)
+    x = torch.randn(2, 12, model.cfg.d_input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_serial(x), model(x), rtol=0, atol=1e-4)
+    assert meta["test_acc"] > 0.5

@@ -298,6 +298,9 @@ def test_refractory_gradient_flows():
     (lambda: N.IFNeuron(theta=-1.0), "theta"),
     (lambda: N.LIFNeuron(tau=0.5), "tau"),
     (lambda: N.LIFNeuron(tau=0.0), "tau"),
+    (lambda: N.LIFNeuron(tau=True), "tau"),                      # a bool is not the number 1
+    (lambda: N.IFNeuron(theta=True), "theta"),
+    (lambda: N.SoftResetIF(3, theta_init=True), "theta_init"),
     (lambda: N.LIFNeuron(detach_reset="yes"), "detach_reset"),
     (lambda: N.lif_kernel(0.9, 4), "tau"),
     (lambda: N.lif_kernel(2.0, 0), "length"),

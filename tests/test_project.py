@@ -89,6 +89,9 @@ def test_tests_benchmarks_and_chapters_import_only_declared_packages():
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         assert not _undeclared(_imported(ast.parse(path.read_text()), lazy=True),
                                _pyproject_requirements(()), local=("_bench",)), path.name
+    for path in sorted((ROOT / "gpu").glob("*.py")):
+        assert not _undeclared(_imported(ast.parse(path.read_text()), lazy=True),
+                               _pyproject_requirements(()), local=("sync_check",)), path.name
     book = _pyproject_requirements(("book",))
     for path in CHAPTERS:
         cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
@@ -173,3 +176,33 @@ def test_api_page_covers_every_module_and_is_in_the_toc():
               if not m.name.startswith("_")}
     assert public <= documented, public - documented
     assert "file: book/api" in (ROOT / "_toc.yml").read_text()
+
+
+def test_console_scripts_and_typing_marker():
+    """``spikelib-train`` and ``spikelib-results`` run the modules' ``main``; the package ships
+    ``py.typed`` (PEP 561) as package data."""
+    import importlib
+    scripts = META["scripts"]
+    assert set(scripts) == {"spikelib-train", "spikelib-results"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+    assert (ROOT / "spikelib" / "py.typed").is_file()
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "py.typed" in data["package-data"]["spikelib"]
+
+
+RESULTS_LAYER = ("config", "checkpoint", "train", "metrics", "device", "distributed", "data",
+                 "provenance", "resultfiles", "summary", "results", "_io")
+
+
+def test_the_results_layer_declares_its_public_names():
+    """Every module of the results layer has ``__all__``, naming only what it defines or
+    deliberately re-exports, never an imported standard module."""
+    import importlib
+    import types
+    for name in RESULTS_LAYER:
+        mod = importlib.import_module(f"spikelib.{name}")
+        assert mod.__all__, name
+        for n in mod.__all__:
+            assert hasattr(mod, n) and not isinstance(getattr(mod, n), types.ModuleType), (name, n)

@@ -54,26 +54,58 @@ def _matches_oracle(ours, oracle, x, params, shift=0.0):
 
 
 # ---------------------------------------------------------------------------- full PSN
+def _copy_to_oracle(ours, oracle):
+    """Our W and θ (T, 1) as the oracle's weight and bias = −θ."""
+    with torch.no_grad():
+        oracle.weight.copy_(ours.weight)
+        oracle.bias.copy_(-ours.theta)
+
+
+def _random_theta(m, gen_seed=0):
+    """A positive θ per time step, unlike the initial 1 everywhere."""
+    gen = torch.Generator().manual_seed(gen_seed)
+    m.set_theta(0.5 + torch.rand(m.T, 1, generator=gen, dtype=torch.float64))
+
+
 def test_psn_matches_spikingjelly():
     torch.manual_seed(0)
     T, B, C = 12, 3, 5
     ours = PSN(T).double()
+    _random_theta(ours)
     oracle = _sj().PSN(T, surrogate_function=_identity).double()
-    oracle.load_state_dict(ours.state_dict())           # same layout: weight (T,T), bias (T,1)
+    _copy_to_oracle(ours, oracle)
     x = torch.randn(B, T, C, dtype=F64) * 2
     _matches_oracle(ours, oracle, x, [(ours.weight, oracle.weight, 1),
-                                      (ours.bias, oracle.bias, 1)])
+                                      (ours.log_theta, oracle.bias, -ours.theta.detach())],
+                    shift=ours.theta)
 
 
 def test_psn_init_and_shape_checks():
     torch.manual_seed(0)
     m = PSN(16)
     assert m.weight.abs().max() <= 1 / math.sqrt(16) and m.weight.std() > 0.1
-    assert torch.equal(m.bias, torch.full((16, 1), -1.0))
+    assert torch.equal(m.theta, torch.ones(16, 1))       # SpikingJelly's bias −1: θ = 1
+    assert PSN(4, theta_init=0.5).theta.eq(0.5).all()
     with pytest.raises(ValueError, match="T = 16"):
         m(torch.randn(2, 15, 3))
     with pytest.raises(ValueError, match="T"):
         PSN(0)
+    with pytest.raises(ValueError, match="theta_init"):
+        PSN(4, theta_init=-1.0)
+
+
+@pytest.mark.parametrize("make", [lambda: PSN(6), lambda: MaskedPSN(2, 6, lambda_init=1.0)])
+def test_psn_threshold_stays_positive(make):
+    """θ of the full and masked PSN is exp(log θ), learnable, as every other θ: no optimiser
+    step makes it 0 or negative (a raw bias could, and then every step fires)."""
+    m = make()
+    assert isinstance(m.log_theta, torch.nn.Parameter) and "bias" not in dict(m.named_parameters())
+    x = torch.full((1, 6, 2), -0.01)                     # a small negative drive: no spike
+    m.weight.data.fill_(1.0)
+    assert m(x).sum() == 0
+    m.log_theta.grad = torch.full_like(m.log_theta, 1e3)
+    torch.optim.SGD([m.log_theta], lr=1.0).step()        # a huge step downwards
+    assert (m.theta > 0).all() and m(x).sum() == 0
 
 
 def test_psn_is_not_causal():
@@ -93,12 +125,12 @@ def test_masked_psn_matches_spikingjelly(lam):
     ours = MaskedPSN(k, T, lambda_init=lam).double()
     oracle = _sj().MaskedPSN(k, T, lambda_init=lam, surrogate_function=_identity,
                           step_mode="m").double()
-    with torch.no_grad():
-        oracle.weight.copy_(ours.weight)
-        oracle.bias.copy_(ours.bias)
+    _random_theta(ours, 1)
+    _copy_to_oracle(ours, oracle)
     x = torch.randn(B, T, C, dtype=F64) * 2
     _matches_oracle(ours, oracle, x, [(ours.weight, oracle.weight, 1),
-                                      (ours.bias, oracle.bias, 1)])
+                                      (ours.log_theta, oracle.bias, -ours.theta.detach())],
+                    shift=ours.theta)
 
 
 def test_masked_psn_causal_at_lambda_one():
@@ -138,17 +170,18 @@ def test_masked_lambda_schedule_and_checks():
 
 def test_masked_psn_state_dict_round_trip():
     """λ is a buffer: a fresh module loaded from the state dict has the same λ, weights and
-    bias, and computes the same membrane and spikes (it differed before loading)."""
+    θ, and computes the same membrane and spikes (it differed before loading)."""
     torch.manual_seed(4)
     m = MaskedPSN(2, 5).double()
     m.set_lambda(0.25)
+    _random_theta(m, 4)
     fresh = MaskedPSN(2, 5).double()
     x = torch.randn(3, 5, 4, dtype=F64) * 2
     assert float(fresh.lambda_) == 0.0 and not torch.equal(fresh.weight, m.weight)
     assert not torch.equal(fresh.membrane(x), m.membrane(x))
     fresh.load_state_dict(m.state_dict())
     assert float(fresh.lambda_) == 0.25 and "lambda_=0.25" in repr(fresh)
-    for name in ("weight", "bias", "mask", "lambda_"):
+    for name in ("weight", "log_theta", "mask", "lambda_"):
         assert torch.equal(getattr(fresh, name), getattr(m, name)), name
     assert torch.equal(fresh.effective_weight(), m.effective_weight())
     assert torch.equal(fresh.membrane(x), m.membrane(x)) and torch.equal(fresh(x), m(x))

@@ -23,6 +23,7 @@ from spikelib.refractory import (
     refractory_scan,
     refractory_strided,
 )
+from spikelib.temporal import Temporal, finite_checks
 
 CHUNKS = (1, 2, 3, 5, 8, None)          # Q = 1, L % Q ≠ 0, Q ≥ L (8 and the default for L ≤ 8)
 
@@ -99,9 +100,18 @@ def test_dtypes_and_shapes(dtype):
 
 
 def test_empty_trains():
+    """The functions return empty trains; the module, like every temporal module, names the
+    empty axis (a batch of 0 or no time step is an error there)."""
     for shape in ((0, 5, 3), (2, 0, 3), (2, 5, 0), (0,)):
         c = torch.zeros(shape)
         assert refractory_scan(c, 3).shape == c.shape == refractory_loop(c, 3).shape
+    m = Refractory(3)
+    for shape, match in (((0, 5, 3), "at least one sequence"), ((2, 0, 3), "at least one time")):
+        for f in (m, m.forward_serial):
+            with pytest.raises(ValueError, match=f"c: expected {match}"):
+                f(torch.zeros(shape))
+    with pytest.raises(ValueError, match="c_t: expected at least one sequence"):
+        m.step(torch.zeros(0, 3))
 
 
 def test_gradient_flows_through_c_times_mask():
@@ -158,9 +168,28 @@ def test_nan_and_inf_crossings_are_rejected_unless_validate_is_off(bad):
     for f in (refractory_scan, refractory_loop, refractory_onset, refractory_strided):
         with pytest.raises(ValueError, match="c: contains NaN"):
             f(c, 2)
+    with pytest.raises(ValueError, match="c: contains NaN"):
+        Refractory(2)(c)                                               # the module checks too
     s = refractory_scan(c, 2, validate=False)                          # no check, no exception:
     assert torch.equal(s.isnan(), refractory_loop(c, 2, validate=False).isnan())   # same mask
-    assert Refractory(2)(c).shape == c.shape                           # the module never checks
+    with finite_checks(False):                                         # the switch is obeyed
+        for f in (refractory_scan, refractory_loop, refractory_onset, refractory_strided):
+            assert f(c, 2).shape == c.shape
+        assert torch.equal(Refractory(2)(c).isnan(), s.isnan())
+
+
+def test_value_check_off_means_no_host_read(host_reads):
+    """With the value checks off the functions never read c back (no GPU sync; torch.compile
+    traces them without a graph break), even with validate=True."""
+    c = torch.bernoulli(torch.full((2, 40, 3), 0.5), generator=torch.Generator().manual_seed(6))
+    with finite_checks(False), host_reads() as reads:
+        for f in (refractory_scan, refractory_loop, refractory_onset, refractory_strided):
+            f(c, 2)
+        Refractory(2)(c)
+    assert reads == []
+    with host_reads() as reads:
+        refractory_scan(c, 2)
+    assert reads                                                       # on: one read of c
 
 
 def test_an_overflowing_sum_is_not_mistaken_for_nan():
@@ -176,6 +205,7 @@ def test_module_forward_serial_step_agree(R):
     gen = torch.Generator().manual_seed(R)
     c = torch.bernoulli(torch.full((3, 64, 5), 0.5), generator=gen)
     m = Refractory(R)
+    assert isinstance(m, Temporal)
     s = m(c)
     assert torch.equal(s, m.forward_serial(c))
     state = m.initial_state(3, 5)
@@ -190,10 +220,31 @@ def test_module_forward_serial_step_agree(R):
         steps.append(s_t)
     assert torch.equal(s, torch.stack(steps, dim=1))
     assert torch.equal(s, refractory_loop(c, R))
-    rows = c[:, :, 0]                                                              # (B L) trains
-    assert torch.equal(m.forward_serial(rows), refractory_loop(rows, R))
-    assert m.initial_state(3)["r"].shape == (3,)
     assert m.initial_state(2, 4, dtype=torch.float16)["r"].dtype == torch.long
+
+
+def test_module_takes_batch_time_channels_in_both_forms():
+    """forward and forward_serial accept the same inputs, (B, L, C); a (L,) or (B, L) train
+    is a ValueError in both, with the fix (the functions take those)."""
+    m = Refractory(2)
+    for bad in (torch.ones(10), torch.ones(2, 10)):
+        for f in (m, m.forward_serial):
+            with pytest.raises(ValueError, match=r"c: expected shape \(batch, time, channels\)"):
+                f(bad)
+    with pytest.raises(ValueError, match="channels"):
+        m.initial_state(3)
+
+
+def test_module_state_carries_across_calls():
+    """forward_serial(x, state, return_state=True) continues a stream: two halves equal one
+    call, and the state is the countdown a step-by-step run ends with."""
+    c = torch.bernoulli(torch.full((2, 41, 3), 0.6), generator=torch.Generator().manual_seed(8))
+    m = Refractory(3)
+    whole, end = m.forward_serial(c, return_state=True)
+    first, mid = m.forward_serial(c[:, :17], return_state=True)
+    second, end2 = m.forward_serial(c[:, 17:], mid, return_state=True)
+    assert torch.equal(torch.cat([first, second], 1), whole) and torch.equal(whole, m(c))
+    assert torch.equal(end["r"], end2["r"])
 
 
 def test_step_rejects_a_state_of_the_wrong_shape():
@@ -202,6 +253,10 @@ def test_step_rejects_a_state_of_the_wrong_shape():
         m.step(torch.ones(3, 5), m.initial_state(3, 4))
     with pytest.raises(ValueError, match="state"):
         m.step(torch.ones(3, 5), torch.zeros(3, 5, dtype=torch.long))            # not a dict
+    with pytest.raises(ValueError, match=r"state: missing key 'r'.*initial_state"):
+        m.step(torch.ones(3, 5), {})
+    with pytest.raises(ValueError, match="state: 'r' holds a batch of 2, expected 3"):
+        m.step(torch.ones(3, 5), m.initial_state(2, 5))
 
 
 def test_onset_approximation():

@@ -142,7 +142,9 @@ def test_surrogate_as_module_attribute():
                                        (lambda: sg.Rectangular(0.0), "width"),
                                        (lambda: sg.ATan(2.0, spiking=1), "spiking"),
                                        (lambda: sg.get("relu", 2.0), "name"),
-                                       (lambda: sg.get("atan", 0.0), "alpha")])
+                                       (lambda: sg.get("atan", 0.0), "alpha"),
+                                       (lambda: sg.ATan(True), "alpha"),       # not 1.0
+                                       (lambda: sg.get("sigmoid", True), "alpha")])
 def test_bad_arguments_name_the_argument(call, arg):
     with pytest.raises(ValueError, match=rf"^{arg}:"):
         call()

@@ -3,6 +3,7 @@ learning on real data, no per-step host reads, resume, errors, provenance, JSON.
 import dataclasses
 import json
 import random
+import re
 import socket
 import subprocess
 import typing
@@ -15,6 +16,7 @@ import torch.nn as nn
 from spikelib import checkpoint as CK
 from spikelib import config as C
 from spikelib import data, results
+from spikelib import provenance as P
 from spikelib import train as T
 from spikelib._checks import finite_checks
 from spikelib.models import ModelConfig, build
@@ -126,7 +128,7 @@ def test_profiles_differ_only_where_documented():
     assert (mf.d_model, mf.n_layers, mf.d_state) == (128, 4, 64)               # the defaults
     assert (smoke.limit_train, smoke.limit_eval, smoke.epochs) == (512, 256, 2)
     assert (cpu.limit_train, cpu.limit_eval, cpu.epochs) == (None, None, 3)      # whole dataset
-    assert (full.limit_train, full.epochs) == (None, T.FULL_EPOCHS["fmnist"])
+    assert (full.limit_train, full.epochs) == (None, C.FULL_EPOCHS["fmnist"])
     assert T.resolve(T.RunConfig(dataset="fmnist", profile="cpu", epochs=1))[0].epochs == 1
     with pytest.raises(ValueError, match="profile"):
         T.resolve(T.RunConfig(profile="gpu"))
@@ -210,9 +212,9 @@ def test_provenance_is_taken_when_the_run_starts(tmp_path, monkeypatch):
     """A tree that changes during training (another commit, edited sources) does not change
     what the run records: commit and source hash are those it started from."""
     state = {"commit": "start0", "files": {"a.py": "1111"}}
-    monkeypatch.setattr(results, "_git", lambda *args, **kw:
+    monkeypatch.setattr(P, "_git", lambda *args, **kw:
                         state["commit"] if args[0] == "rev-parse" else "")
-    monkeypatch.setattr(results, "source_files", lambda *a, **kw: dict(state["files"]))
+    monkeypatch.setattr(P, "source_files", lambda *a, **kw: dict(state["files"]))
     epoch = T.train_epoch
 
     def then_change(*args, **kw):
@@ -317,7 +319,7 @@ def test_result_json_fields_on_the_cifar_fixture(tmp_path, cifar_root):
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "wall_s"} <= set(h)
     assert saved["model_config"]["d_input"] == 3 and saved["n_train"] == 40
     assert len(saved["firing_rate"]) == 1 and 0 <= saved["firing_rate"][0] <= 1
-    assert saved["energy"]["state_update_pJ"] > 0 and "total_pJ" in saved["energy"]
+    assert saved["energy"]["state_update_pJ"] > 0 and "whole_pJ" in saved["energy"]
     prov = saved["provenance"]
     assert prov["commit"] == "0123abc" and {"dirty", "device", "torch", "python"} <= set(prov)
     assert saved["test_acc"] == res["test_acc"]
@@ -336,8 +338,9 @@ def test_cli_main(tmp_path, capsys):
             "d_model=8", "--set", "n_layers=1", "--set", "d_state=4",
             "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
     assert T.main(args) == 0
-    assert "test loss" in capsys.readouterr().out
-    name = "adding-s4d-smoke-s0-d_model=8-d_state=4-n_layers=1"   # overrides name the run
+    assert "test MSE" in capsys.readouterr().out
+    name = ("adding-s4d-smoke-s0-d_model=8-d_state=4-epochs=1-length=16-limit_eval=16-"
+            "limit_train=32-n_layers=1")                           # what differs names the run
     assert [p.name for p in (tmp_path / "res").iterdir()] == [f"{name}.json"]
     assert (tmp_path / "runs" / name).is_dir()
     assert T.main(args + ["--set", "d_state=6"]) == 0                # an ablation: its own file
@@ -406,11 +409,11 @@ def test_dirty_flag_ignores_the_results_folder(tmp_path):
     git("init", "-q")
     git("add", ".")
     git("commit", "-qm", "x")
-    assert results.git_changes(tmp_path) == ""
+    assert P.git_changes(tmp_path) == ""
     (tmp_path / "results" / "r.json").write_text('{"new": 1}\n')      # a run wrote a result
-    assert results.git_changes(tmp_path) == ""
+    assert P.git_changes(tmp_path) == ""
     (tmp_path / "code.py").write_text("a = 2\n")                       # the code changed
-    assert "code.py" in results.git_changes(tmp_path)
+    assert "code.py" in P.git_changes(tmp_path)
 
 
 def test_weights_file_reloads_the_trained_model(tmp_path):
@@ -441,3 +444,182 @@ def test_rate_penalty_reaches_the_training_objective(tmp_path):
                                                 "theta_init": 0.1, "refractory": 0}))
         rates[lam] = sum(res["firing_rate"])
     assert rates[30.0] < 0.5 * rates[0.0], rates
+
+
+# -- names, overwriting, settings that apply (issue 19) ------------------------------------------
+
+def test_run_names_say_what_differs_from_the_profile_default():
+    """Names at the defaults stay as they were (the committed files); any other value of a
+    non-operational field adds a readable part, so two different runs never share a file."""
+    name = lambda **kw: C.default_run_name(C.RunConfig(**kw))          # noqa: E731
+    assert name(profile="cpu", model_config={"refractory": 0}) == "fmnist-frssm-cpu-s0-refractory=0"
+    assert name(profile="cpu", model_config={"rate_penalty": 1.0, "refractory": 0}) == \
+        "fmnist-frssm-cpu-s0-rate_penalty=1.0-refractory=0"
+    assert name(profile="cpu", epochs=3, model_config={"refractory": 2}) == "fmnist-frssm-cpu-s0"
+    assert name(profile="cpu", epochs=1, limit_train=128, limit_eval=128) == \
+        "fmnist-frssm-cpu-s0-epochs=1-limit_eval=128-limit_train=128"
+    assert name(model="s4d", profile="cpu", lr=1e-4) == "fmnist-s4d-cpu-s0-lr=0.0001"
+    assert name(dataset="adding", length=5) == "adding-frssm-smoke-s0-length=5"
+    assert name(dataset="adding", length=200) == "adding-frssm-smoke-s0"
+    names = {name(profile="cpu", **kw) for kw in ({}, {"batch_size": 32}, {"weight_decay": 0.0},
+                                                 {"verify": False}, {"lr": 0.02})}
+    assert len(names) == 5
+    # operational fields never enter the name (nor the identity)
+    assert name(profile="cpu", threads=1, compile=True, overwrite=True, results="x") == \
+        "fmnist-frssm-cpu-s0"
+    assert "compile" not in C.identity(*C.resolve(C.RunConfig(compile=True)))
+
+
+def test_committed_results_carry_the_name_their_config_gives():
+    """Every committed training result's file name is what its own config produces now."""
+    root = results.find_root(C.__file__)
+    for r in results.load_results("fmnist-*.json", root=root):
+        cfg = C.RunConfig.from_dict(r["config"])
+        assert C.default_run_name(cfg) + ".json" == r["_path"].rsplit("/", 1)[1], r["_path"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"model": "pssm", "model_config": {"refractory": 4}}, "refractory.*pssm.*psn_order"),
+    ({"model": "s4d", "model_config": {"theta_init": 5.0}}, "theta_init.*s4d"),
+    ({"model": "s4d", "model_config": {"surrogate": "rect"}}, "surrogate.*s4d"),
+    ({"model": "frssm", "model_config": {"seq_len": 100}}, "seq_len.*frssm"),
+    ({"model": "sif", "model_config": {"surrogate_alpha": 4.0}}, "surrogate_alpha.*sif"),
+    ({"dataset": "fmnist", "length": 100}, "length.*fixed length"),
+    ({"dist_timeout": 0}, "dist_timeout"), ({"lr": True}, "lr"),
+    ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"model_config": {"theta_lr": True}}, "theta_lr"),
+    ({"model_config": {"rate_penalty": True}}, "rate_penalty"),
+    ({"model_config": {"surrogate_alpha": True}}, "surrogate_alpha"),
+    ({"model": "lif", "model_config": {"lif_tau": 0.5}}, "lif_tau"),
+    ({"resume": True, "overwrite": True}, "resume.*overwrite"),
+])
+def test_settings_that_would_not_apply_are_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        C.resolve(C.RunConfig(**kw))
+
+
+def test_every_committed_override_is_read_by_its_model():
+    root = results.find_root(C.__file__)
+    found = results.load_results("archive/screening/fmnist-*.json", root=root) + \
+        results.load_results("fmnist-*.json", root=root)
+    assert len(found) >= 40
+    for r in found:
+        C.resolve(C.RunConfig.from_dict(r["config"]))               # raises if not
+
+
+def test_help_lists_every_set_key_with_meaning_and_models():
+    text = C.parser().format_help()
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in ("name", "d_input", "n_classes"):
+            continue
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"{f.name}="))
+        assert f.metadata["help"][:20] in line, f.name
+    assert "[frssm]" in next(x for x in text.splitlines() if "refractory=2" in x)
+    assert "[lif]" in next(x for x in text.splitlines() if "lif_tau=" in x)
+    # the declaration says which model reads what; every field is read by some model
+    assert ModelConfig.reads("s4d") == [f.name for f in dataclasses.fields(ModelConfig)
+                                        if set(f.metadata["models"]) == set(C.MODELS)]
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path):
+    """A second run of the same name stops naming the file, --resume and --overwrite; with
+    --overwrite it replaces the result. The default results folder is under runs/."""
+    T.train(_adding_run(tmp_path, epochs=1))
+    res_file = tmp_path / "results" / "r.json"
+    before = res_file.read_bytes()
+    with pytest.raises(FileExistsError, match="r.json.*--resume.*--overwrite"):
+        T.train(_adding_run(tmp_path, epochs=1))
+    assert res_file.read_bytes() == before
+    (res_file).unlink()                                 # the checkpoint alone also stops it
+    with pytest.raises(FileExistsError, match="checkpoint.pt"):
+        T.train(_adding_run(tmp_path, epochs=1))
+    T.train(_adding_run(tmp_path, epochs=1, overwrite=True))
+    assert res_file.exists()
+    assert C.RunConfig().results == "runs/results"
+
+
+def test_cli_refuses_to_overwrite_and_bad_device(tmp_path, capsys):
+    args = ["--model", "s4d", "--dataset", "adding", "--length", "16", "--epochs", "1",
+            "--limit-train", "32", "--limit-eval", "16", "--set", "d_model=8", "--set",
+            "n_layers=1", "--set", "d_state=4", "--run-name", "x", "--out",
+            str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    assert T.main(args + ["--device", "tpu"]) == 2
+    assert "device" in capsys.readouterr().err
+    assert T.main(args + ["--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert T.main(args + ["--device", "cpu"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_console_prints_one_rounded_line_per_epoch_without_a_terminal(tmp_path, capsys):
+    args = ["--model", "frssm", "--dataset", "adding", "--length", "16", "--epochs", "2",
+            "--limit-train", "32", "--limit-eval", "16", "--set", "d_model=8", "--set",
+            "n_layers=1", "--set", "d_state=4", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    assert T.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [x.split(" | ")[0] for x in lines[:2]] == ["epoch 1/2", "epoch 2/2"]
+    assert "train loss" in lines[0] and "val loss" in lines[0] and "firing" in lines[0]
+    assert "left" in lines[0] and "~0.0s left" in lines[1]
+    assert re.search(r"test MSE \d+\.\d{4},", lines[2]), lines[2]
+    res = {"run": "x", "test_loss": 2.1412104964256287, "test_acc": 0.3125,
+           "epoch_wall_s": [1.0, 2.0], "path": "p"}
+    assert T.final_line(res) == "x: test loss 2.1412, test acc 31.25 %, 2 epochs in 3.0s -> p"
+    assert [T._duration(s) for s in (0.44, 42.4, 125, 7300)] == ["0.4s", "42s", "2m05s", "2h01m"]
+
+
+def test_progress_bar_names_the_epoch(tmp_path, monkeypatch):
+    seen = []
+    real = T._bar
+    monkeypatch.setattr(T, "_bar", lambda progress, total, desc: seen.append(desc) or
+                        real(False, total, desc))
+    T.train(_adding_run(tmp_path, epochs=2))
+    assert seen == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_threads_recorded_after_set_and_restored(tmp_path):
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    res = T.train(_adding_run(tmp_path, epochs=1, threads=want))
+    assert res["provenance"]["threads"] == want
+    assert torch.get_num_threads() == before
+
+
+def test_compile_wraps_the_model_and_stays_out_of_the_name(tmp_path, monkeypatch):
+    wrapped = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: wrapped.append(m) or m)
+    res = T.train(_adding_run(tmp_path, epochs=1, compile=True, run_name=None))
+    assert len(wrapped) == 1 and "compile" not in res["run"]
+    assert C.config_from_args(["--compile"]).compile is True
+
+
+def test_weights_keep_their_dtype(tmp_path):
+    from spikelib.checkpoint import load_weights, save_weights
+    model = build("frssm", d_input=1, n_classes=3, d_model=8, n_layers=1, d_state=4).double()
+    save_weights(tmp_path / "w.pt", model.eval())
+    back, _ = load_weights(tmp_path / "w.pt")
+    assert back.encoder.weight.dtype == torch.float64
+    x = torch.randn(2, 5, 1, dtype=torch.float64)
+    torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+
+
+def test_rng_state_of_more_gpus_than_visible_is_a_value_error(monkeypatch):
+    state = CK.rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="2 GPUs.*1"):
+        CK.set_rng_state(state)
+
+
+def test_the_results_layer_imports_no_private_names():
+    """checkpoint, train and the results modules use each other's public interface only."""
+    import ast
+    from pathlib import Path
+    mine = ("checkpoint", "train", "config", "results", "resultfiles", "provenance", "summary")
+    for path in (Path(CK.__file__).parent / f"{m}.py" for m in mine):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spikelib."):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private or node.module == "spikelib._checks" or \
+                    node.module.split(".")[1].startswith("_"), (path.name, private)

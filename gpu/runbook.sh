@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # The GPU runbook: one command per device call, each stage complete inside its own budget
-# (see benchmarks/README.md for the calls to paste).
+# (gpu/README.md: the two calls to paste, what they return, what they cost).
 #
-#   bash benchmarks/gpu_runbook.sh <stage> <commit>        (the device copy has no .git)
+#   bash gpu/runbook.sh <stage>[+<stage>...] <commit>     (the device copy has no .git)
+#   bash gpu/runbook.sh verify+bench <commit>             call 1 (255 s)
+#   bash gpu/runbook.sh fmnist <commit>                   call 2 (380 s)
 #
-# stages
-#   check   environment (GPU, torch, TF32 switches, triton, spikelib imports) and the data
-#   bench   (budget 150 s) each script under its own time limit; only repeats and lengths are
-#           cut, batch and model size stay:
+# stages (budget: the stage's share of the call's clock; a later stage gets what an earlier
+# one left over)
+#   check   (60 s)  the environment (below) and the data, nothing else
+#   verify  (90 s)  gpu/verify.py: the CUDA path checked at small sizes before any number is
+#                   taken — the Triton kernel against the loop, 20 bf16 + fused-AdamW training
+#                   steps of every model, checkpoint resume, parallel = serial, no per-step
+#                   sync, torch.compile against eager — into results/verify-<device>.json;
+#                   a failed check fails the call (exit 1) and is named last in the output
+#   bench   (165 s) each script under its own time limit; only repeats and lengths are cut,
+#                   batch and model size stay:
 #             train_step.py          every model at L = 1024 and 8192, lif (serial BPTT) last
-#                                    at each length; 3 repeats, lif 1; a row whose projection
-#                                    from the shorter length would not fit is skipped, and said so
+#                                    at each length; 3 repeats, lif 1; frssm compiled against
+#                                    eager at L = 1024 after the other rows; a row whose
+#                                    projection would not fit is skipped, and said so
 #             parallel_vs_serial.py  serial loops at L = 1024; parallel forms and DDSN vs full
 #                                    and sliding PSN at L = 1024 and 16384; the refractory
 #                                    forms (loop, scans, fused Triton kernel)
@@ -20,27 +29,29 @@
 #             torchrun               one epoch of spikelib.train under torchrun with one process
 #                                    (DistributedDataParallel, NCCL): full-size frssm on the
 #                                    first 1,280 Fashion-MNIST training sequences
-#   fmnist  (budget 470 s) full-profile Fashion-MNIST runs of s4d frssm pssm ddsn sif at once:
+#   fmnist  (380 s) full-profile Fashion-MNIST runs of s4d frssm pssm ddsn sif at once:
 #             probe  every run (and the optional ones: frssm R = 0 1 4 8, lif) timed for about
-#                    50 steps at once (benchmarks/fmnist_probe.py, discarded)
+#                    50 steps at once (gpu/probe.py, discarded)
 #             plan   one epoch count E in [5, 20] that every run completes in the time left
-#                    (benchmarks/fmnist_plan.py); optional runs join only if they cost the main
-#                    runs no epoch
-#             train  `python -m spikelib.train ... --epochs E` for every planned run at once
+#                    (gpu/plan.py); optional runs join only if they cost the main runs no
+#                    epoch
+#             train  `python -m spikelib.train ... --epochs E --overwrite` for every planned
+#                    run at once
 #             summary results/fmnist-runbook-<device>.json: E, its rule, the probes, each run's
 #                    status, why an absent run is absent; weights/<run>.pt for every run
 #
-# Every stage packs the result JSON written in this call (results/), the weights (weights/)
-# and its logs (runs/runbook/<stage>-<time>/) into $OUT/spikelib-<stage>.tar.gz — unpack it in
-# the repository root — split into 15 MiB parts only if larger. Exit status 0 when every step
-# succeeded, 1 when one failed, timed out or was skipped (the tar is written either way).
+# Every call packs the result JSON written in it (results/), the weights (weights/) and its
+# logs (runs/runbook/<stages>-<time>/) into $OUT/spikelib-<stages>.tar.gz (stages joined by
+# '-') — unpack it in the repository root — split into 15 MiB parts only if larger. Exit
+# status 0 when every step succeeded, 1 when one failed, timed out or was skipped (the tar is
+# written either way).
 #
 # environment
 #   OUT      where the tar goes (set by the device tool; default runs/runbook-out)
 #   DEVICE   cuda (default) | cpu (the CPU dry run)
 #   TINY=1   tiny sizes everywhere: the dry run of the logic (tests/test_runbook.py)
 #   PY       python with torch (default python3)
-#   BUDGET   seconds for the whole stage (default: check 60, bench 150, fmnist 470)
+#   B_CHECK B_VERIFY B_BENCH B_FMNIST   a stage's budget in seconds (default 60 90 165 380)
 #   DATA     the data folder (default data/): Fashion-MNIST as its four *-ubyte.gz files
 #            anywhere below it, unpacked here into DATA/FashionMNIST/raw/
 #   RES      result JSON folder (default results/; TINY=1: runs/runbook-tiny/results)
@@ -54,13 +65,30 @@
 set -uo pipefail
 
 usage() {
-  echo "usage: bash benchmarks/gpu_runbook.sh {check|bench|fmnist} <commit>" >&2
+  echo "usage: bash gpu/runbook.sh <stage>[+<stage>...] <commit>; stages: check verify bench" \
+       "fmnist (e.g. verify+bench)" >&2
   exit 2
 }
-STAGE=${1:-}
+CALL=${1:-}
 COMMIT=${2:-}
-case "$STAGE" in check|bench|fmnist) ;; *) usage ;; esac
-[ -n "$COMMIT" ] || usage
+[ -n "$CALL" ] && [ -n "$COMMIT" ] && [ $# -eq 2 ] || usage
+IFS=+ read -ra STAGES <<< "$CALL"
+[ ${#STAGES[@]} -ge 1 ] || usage
+declare -A SEEN=()
+for s in "${STAGES[@]}"; do
+  case "$s" in check|verify|bench|fmnist) ;; *) usage ;; esac
+  [ -z "${SEEN[$s]:-}" ] || usage
+  SEEN[$s]=1
+done
+budget_of() {
+  case $1 in
+    check) echo "${B_CHECK:-60}" ;; verify) echo "${B_VERIFY:-90}" ;;
+    bench) echo "${B_BENCH:-165}" ;; fmnist) echo "${B_FMNIST:-380}" ;;
+  esac
+}
+BUDGET=0
+for s in "${STAGES[@]}"; do BUDGET=$((BUDGET + $(budget_of "$s"))); done
+NAME=$(IFS=-; echo "${STAGES[*]}")    # the call's name: stages joined by '-'
 
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
@@ -69,20 +97,20 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 TINY=${TINY:-0}
 tiny() { [ "$TINY" = 1 ]; }
-case "$STAGE" in check) b=60 ;; bench) b=150 ;; fmnist) b=470 ;; esac
-BUDGET=${BUDGET:-$b}
 if tiny; then r=runs/runbook-tiny/results w=runs/runbook-tiny; else r=results w=runs; fi
 RES=$(abs "${RES:-$r}")
 WORK=$(abs "${WORK:-$w}")
 DATA=$(abs "${DATA:-data}")
 OUT=$(abs "${OUT:-runs/runbook-out}")
 LOGROOT=$(abs "${LOGROOT:-runs/runbook}")
-STAMP=$STAGE-$(date -u +%Y%m%dT%H%M%SZ)
+STAMP=$NAME-$(date -u +%Y%m%dT%H%M%SZ)
 LOGDIR=$LOGROOT/$STAMP
 STAGING=$LOGROOT/.pack-$STAMP          # what goes into the tar, laid out as the repository
 START=$(date +%s)
 END=$((START + BUDGET))
-DEADLINE=$((END - 10))                 # the steps' limit; the rest is for packing
+PACK_S=10                              # the call's last seconds: packing
+STAGE_END=$END                         # set per stage (run_stage)
+DEADLINE=$((END - PACK_S))             # the steps' limit: the stage's end, or packing's start
 mkdir -p "$LOGDIR" "$OUT" "$RES" "$WORK" "$STAGING"
 touch "$LOGDIR/.start"
 SUMMARY=$LOGDIR/summary.txt
@@ -114,6 +142,21 @@ run_step() {
     *) say "FAILED $name (exit $rc) after ${dt} s: see $name.log" ;;
   esac
   record "$name" "$rc" "$dt"
+}
+
+# run_stage NAME: the stage's steps until its share of the call's clock is used up
+CUM=0
+run_stage() {
+  CUM=$((CUM + $(budget_of "$1")))
+  STAGE_END=$((START + CUM))
+  DEADLINE=$((STAGE_END < END - PACK_S ? STAGE_END : END - PACK_S))
+  say "STAGE $1 (budget $(budget_of "$1") s; ends at +$((STAGE_END - START)) s)"
+  case "$1" in
+    check)  prepare_fmnist required ;;
+    verify) stage_verify ;;
+    bench)  stage_bench ;;
+    fmnist) stage_fmnist ;;
+  esac
 }
 
 env_check() {
@@ -178,13 +221,28 @@ prepare_fmnist() {
 }
 
 # ------------------------------------------------------------------------------------------
+# verify: every check at small sizes; a check not started 25 s before the stage's end is
+# recorded as failed (out of time), so the JSON is complete before `timeout` could strike
+stage_verify() {
+  local t v=(--device "$DEVICE" --commit "$COMMIT" --out "$RES")
+  tiny && v+=(--tiny --compile-backend eager)
+  t=$(left)
+  run_step verify "$t" "$PY" gpu/verify.py "${v[@]}" --max-seconds $((t - 25 > 5 ? t - 25 : 5))
+  if ! tail -n 1 "$STEPS" | grep -q $'^verify\t0\t'; then
+    VERIFY_FAILED=1
+    say "VERIFY FAILED: see verify.log and $RES/verify-*.json before trusting this call"
+  fi
+}
+VERIFY_FAILED=0
+
+# ------------------------------------------------------------------------------------------
 stage_bench() {
   prepare_fmnist optional
   local c=(--device "$DEVICE" --commit "$COMMIT" --out "$RES")
-  local ts=(--lengths 1024 8192 --repeats 3 --lif-repeats 1 --max-seconds 33)
+  local ts=(--lengths 1024 8192 --repeats 3 --lif-repeats 1 --max-seconds 48 --compile frssm)
   tiny && ts=(--lengths 16 32 --lif-max-length 32 --batch 2 --repeats 1 --lif-repeats 1
-              --models s4d frssm lif --max-seconds 30)
-  run_step train_step 45 "$PY" benchmarks/train_step.py "${c[@]}" "${ts[@]}"
+              --models s4d frssm lif --max-seconds 30 --compile frssm --compile-backend eager)
+  run_step train_step 60 "$PY" benchmarks/train_step.py "${c[@]}" "${ts[@]}"
   local pv=(--lengths 1024 16384 --serial-max-length 1024 --repeats 3
             --refractory-min-time 0.1)
   tiny && pv=(--lengths 8 16 --serial-max-length 8 --repeats 1 --refractory-shape 2 40 3
@@ -204,7 +262,7 @@ stage_bench() {
   run_step torchrun_world1 25 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 \
     -m spikelib.train "${tr[@]}" --device "$DEVICE" --commit "$COMMIT" --threads 1 \
     --out "$WORK/runbook-torchrun" --results "$LOGDIR/torchrun" --run-name torchrun-world1 \
-    --no-progress --dist-timeout 60
+    --overwrite --no-progress --dist-timeout 60
 }
 
 # ------------------------------------------------------------------------------------------
@@ -221,7 +279,7 @@ stage_fmnist() {
   tiny && prof=smoke
   local common=(--dataset fmnist --profile "$prof" --seed 0 --device "$DEVICE"
                 --commit "$COMMIT" --data-root "$DATA" --results "$RES" --out "$WORK/fmnist"
-                --no-progress --threads 1)
+                --overwrite --no-progress --threads 1)
   tiny && common+=(--limit-train 128 --limit-eval 64 --set d_model=8 --set n_layers=1
                    --set d_state=4)
   rm -rf "$WORK/fmnist"                 # runs start fresh: complete runs, never resumed
@@ -234,7 +292,7 @@ stage_fmnist() {
   [ "$n" -gt ${#FM_MODELS[@]} ] && b=(--phase-b $(( ${#FM_MODELS[@]} + ${#FM_REFRACTORY[@]} )))
   probe() {                            # probe NAME ROLE [probe flags] -- [train args]
     local name=$1 role=$2; shift 2
-    run_step "probe-$name" 100 "$PY" benchmarks/fmnist_probe.py --name "$name" --role "$role" \
+    run_step "probe-$name" 100 "$PY" gpu/probe.py --name "$name" --role "$role" \
       --report "$pdir/$name.json" --launched "$(date +%s.%N)" "${pa[@]}" "$@"
   }
   for m in "${FM_MODELS[@]}"; do
@@ -254,8 +312,8 @@ stage_fmnist() {
   fi
   wait
   rm -rf "$pdir/sync"
-  local train_end=$((END - 35))         # after it: summary, packing
-  run_step plan 30 "$PY" benchmarks/fmnist_plan.py plan --probes "$pdir" \
+  local train_end=$((STAGE_END - 35))   # after it: summary, packing
+  run_step plan 30 "$PY" gpu/plan.py plan --probes "$pdir" \
     --expected "${names[@]}" --available $((train_end - $(date +%s) - 3)) \
     --min-epochs "$FM_MIN_EPOCHS" --max-epochs "$FM_MAX_EPOCHS" --out "$LOGDIR/plan"
   tail -n +2 "$LOGDIR/plan.log" | tee -a "$SUMMARY"
@@ -268,20 +326,21 @@ stage_fmnist() {
   done
   wait
   [ -f "$LOGDIR/plan/plan.json" ] || return 0
-  DEADLINE=$((END - 5)) run_step summary 30 "$PY" benchmarks/fmnist_plan.py summary \
+  DEADLINE=$((STAGE_END - 5)) run_step summary 30 "$PY" gpu/plan.py summary \
     --plan-dir "$LOGDIR/plan" --results "$RES" --work "$WORK/fmnist" \
     --weights-out "$STAGING/weights" --commit "$COMMIT" --device "$DEVICE" --profile "$prof" \
-    --budget "$BUDGET" --since "$START"
+    --budget "$(budget_of fmnist)" --since "$START"
   tail -n +2 "$LOGDIR/summary.log" | tee -a "$SUMMARY"
 }
 
 # ------------------------------------------------------------------------------------------
 pack() {
-  local tarball=$OUT/spikelib-$STAGE.tar.gz size
+  local tarball=$OUT/spikelib-$NAME.tar.gz size
   mkdir -p "$STAGING/results" "$STAGING/runs/runbook"
   find "$RES" -maxdepth 1 -name '*.json' -newer "$LOGDIR/.start" \
     -exec cp -p {} "$STAGING/results/" \;
-  say "stage $STAGE finished its steps in $(( $(date +%s) - START )) s; packing $tarball"
+  say "call $NAME finished its steps in $(( $(date +%s) - START )) s of its $BUDGET;" \
+    "packing $tarball"
   cp -rp "$LOGDIR" "$STAGING/runs/runbook/"
   tar -czf "$tarball" -C "$STAGING" .
   size=$(stat -c %s "$tarball")
@@ -294,25 +353,27 @@ pack() {
 }
 
 show_logs() {   # the tail of every log (the device tool returns the last 12,000 characters)
-  local f
+  local f n
   for f in "$LOGDIR"/*.log; do
     [ -f "$f" ] && [ "$(basename "$f")" != env.log ] || continue   # env: in the summary
-    echo "===== $(basename "$f")"; tail -n "$1" "$f"
+    n=$1
+    [ "$(basename "$f")" = verify.log ] && n=12                     # one line per check
+    echo "===== $(basename "$f")"; tail -n "$n" "$f"
   done
   echo "===== steps (name, exit status, seconds)"; cat "$STEPS"
   echo "===== summary"; cat "$SUMMARY"
 }
 
+say "call $NAME: budget $BUDGET s = $(for s in "${STAGES[@]}"; do printf '%s %s + ' "$s" \
+  "$(budget_of "$s")"; done | sed 's/ + $//') (packing in the last $PACK_S s)"
 env_check
-case "$STAGE" in
-  check)  prepare_fmnist required ;;
-  bench)  stage_bench ;;
-  fmnist) stage_fmnist ;;
-esac
+for s in "${STAGES[@]}"; do run_stage "$s"; done
 pack
 show_logs 3
 rm -rf "$STAGING"
+[ "$VERIFY_FAILED" = 1 ] && echo "VERIFY FAILED: the CUDA path did not pass every check" \
+  "(runs/runbook/$STAMP/verify.log, results/verify-*.json)"
 if awk -F'\t' '$2 != "0" {bad = 1} END {exit !bad}' "$STEPS"; then
-  echo "stage $STAGE: some steps failed, timed out or were skipped (see above)"; exit 1
+  echo "call $NAME: some steps failed, timed out or were skipped (see above)"; exit 1
 fi
-echo "stage $STAGE: every step succeeded in $(( $(date +%s) - START )) s"
+echo "call $NAME: every step succeeded in $(( $(date +%s) - START )) s"

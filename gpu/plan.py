@@ -1,6 +1,6 @@
-"""The Fashion-MNIST stage's plan and summary (gpu_runbook.sh fmnist): one epoch count for all.
+"""The Fashion-MNIST stage's plan and summary (gpu/runbook.sh fmnist): one epoch count for all.
 
-``plan``: from the probes' reports (``fmnist_probe.py``), the number of epochs E that every run
+``plan``: from the probes' reports (``gpu/probe.py``), the number of epochs E that every run
 can complete — cosine schedule over E epochs, end-of-run test pass, weights written — before
 the stage's time is up, and which runs train:
 
@@ -131,7 +131,7 @@ def plan(reports: list[dict], available: float, min_epochs: int = MIN_EPOCHS,
 
 
 def device_slug(name: str, device_type: str) -> str:
-    """'cpu', or the GPU's name in lower case with dashes (as _bench.device_slug)."""
+    """'cpu', or the GPU's name in lower case with dashes (as benchmarks/_bench.device_slug)."""
     if device_type != "cuda":
         return "cpu"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
@@ -186,7 +186,8 @@ def cmd_summary(a) -> int:
             d = json.loads(res.read_text())
             row.update(complete=bool(d.get("complete")), result=f"results/{name}.json",
                        epochs=d["config"]["epochs"], test_acc=d.get("test_acc"),
-                       epoch_wall_s=d.get("epoch_wall_s"), params=d.get("params"))
+                       epoch_wall_s=d.get("epoch_wall_s"), params=d.get("params"),
+                       fused_fallback=d.get("fused_fallback"))
         weights = Path(a.work) / name / "weights.pt"
         if res.is_file() and weights.is_file():
             dest = Path(a.weights_out) / f"{name}.pt"

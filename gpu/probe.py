@@ -1,4 +1,4 @@
-"""Time one training run's steps before it is launched: the runbook's probe (gpu_runbook.sh).
+"""Time one training run's steps before it is launched: the runbook's probe (gpu/runbook.sh).
 
 The runbook starts one probe per planned Fashion-MNIST run, all at once, with the arguments it
 will later give ``python -m spikelib.train`` (after ``--``; ``--epochs`` is left out, the plan
@@ -19,7 +19,7 @@ picks it). A probe builds what that command would train — the same ``RunConfig
 Phase A starts when every probe of the stage is warm (a file barrier in ``--sync``), so its
 times are those of all runs sharing the device; phase B, for the main runs only, times them
 without the refractory ablation (the lif probe, launch-bound, may still be finishing). Each
-block is timed with the clock of ``torch.utils.benchmark`` (``_bench.clock``: it waits for the
+block is timed with the clock of ``torch.utils.benchmark`` (:func:`clock`: it waits for the
 device first). ``startup_s`` is the time from ``--launched`` (the runbook's clock when it
 started the process) until the model was built and calibrated — what a training process spends
 before its first step.
@@ -38,7 +38,11 @@ import time
 import traceback
 from pathlib import Path
 
-from _bench import clock
+
+def clock() -> float:
+    """Seconds now, after waiting for queued CUDA work (``torch.utils.benchmark.timer``)."""
+    import torch.utils.benchmark
+    return torch.utils.benchmark.timer()
 
 
 def barrier(folder: Path, tag: str, name: str, expect: int, timeout: float) -> dict:

@@ -1,0 +1,208 @@
+"""The runs that settle the refractory question, as one resumable queue.
+
+    python experiments/refractory.py list              # every run, in priority order, and its state
+    python experiments/refractory.py run --jobs 2      # train what is missing, one core each
+    python experiments/refractory.py run --jobs 2 --commit   # and commit each result as it ends
+
+Sequential Fashion-MNIST on the CPU profile (3 epochs, 2 layers, d_state 16), seeds 0-2 a
+setting unless a step says otherwise, in the order of the plan (cut from the end if time runs
+short):
+
+1. the compared table from the final sources: every model at its defaults, frssm's refractory
+   ablation R in {0, 1, 4, 8} (R = 2 is the default), the rate penalty lambda = 1 for pssm and for
+   frssm at R = 0;
+2. sparsifiers at equal firing rates (frssm, H = 32): at R = 0 a higher threshold (theta_init 2,
+   4) and the penalty (lambda 0.3, 3); theta frozen (theta_lr = 0) at R = 0 and R = 2; pssm with
+   lambda 0.3 and 3;
+4. the gap against width (d_model 64: s4d, frssm at its defaults, the best frssm setting within a
+   firing rate of 0.15 chosen on validation, pssm with lambda = 1, seeds 0-2; d_model 128: the
+   same, seeds 0-2 for s4d and the best setting, seed 0 for the other two), then against
+   training length (H = 32, 6 epochs: s4d and the best setting, seeds 0-2);
+5. lif (hard reset, serial BPTT), seeds 0-2.
+
+A run is done when ``results/<run>.json`` exists and was made by the spikelib sources installed
+now (its every segment's source hash); a run with a checkpoint from those sources resumes; any
+other run starts afresh with ``--overwrite``. Seed-0 weights of every setting are copied to
+``weights/<run>.pt`` with their provenance beside them. Step 3 (the signal-level counterpart)
+needs no training: the book measures it on those weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = (0, 1, 2)
+GOAL_RATE = 0.15                                  # the firing budget of the plan's goal
+FRSSM_R0 = ("--set", "refractory=0")
+
+
+def _setting(model: str, *args: str) -> tuple[str, ...]:
+    return ("--model", model, *args)
+
+
+STEP1 = [_setting(m) for m in ("s4d", "frssm", "pssm", "ddsn", "sif")] + [
+    _setting("frssm", "--set", f"refractory={r}") for r in (0, 1, 4, 8)] + [
+    _setting("pssm", "--set", "rate_penalty=1.0"),
+    _setting("frssm", *FRSSM_R0, "--set", "rate_penalty=1.0")]
+STEP2 = [_setting("frssm", *FRSSM_R0, "--set", f"theta_init={t}") for t in (2.0, 4.0)] + [
+    _setting("frssm", *FRSSM_R0, "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)] + [
+    _setting("frssm", *FRSSM_R0, "--set", "theta_lr=0.0"),
+    _setting("frssm", "--set", "theta_lr=0.0")] + [
+    _setting("pssm", "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)]
+
+
+def plan(best: tuple[str, ...] | None) -> list[tuple[int, tuple[str, ...], int]]:
+    """(step, setting, seed) in priority order; step 4 needs ``best`` (chosen after step 2)."""
+    runs = [(1, s, seed) for s in STEP1 for seed in SEEDS]
+    runs += [(2, s, seed) for s in STEP2 for seed in SEEDS]
+    if best is not None:
+        wide = {64: [(_setting("s4d"), SEEDS), (_setting("frssm"), SEEDS), (best, SEEDS),
+                     (_setting("pssm", "--set", "rate_penalty=1.0"), SEEDS)],
+                128: [(_setting("s4d"), SEEDS), (best, SEEDS), (_setting("frssm"), (0,)),
+                      (_setting("pssm", "--set", "rate_penalty=1.0"), (0,))]}
+        for width, rows in wide.items():
+            runs += [(4, (*s, "--set", f"d_model={width}"), seed) for s, seeds in rows
+                     for seed in seeds]
+        runs += [(4, (*s, "--epochs", "6"), seed) for s in (_setting("s4d"), best)
+                 for seed in SEEDS]
+    runs += [(5, _setting("lif"), seed) for seed in SEEDS]
+    return runs
+
+
+def argv(setting: tuple[str, ...], seed: int) -> list[str]:
+    return [*setting, "--dataset", "fmnist", "--profile", "cpu", "--seed", str(seed),
+            "--threads", "1", "--no-progress", "--results", "results"]
+
+
+def run_name(setting: tuple[str, ...], seed: int) -> str:
+    from spikelib.config import config_from_args, default_run_name
+    return default_run_name(config_from_args(argv(setting, seed)))
+
+
+def current_hash() -> str:
+    from spikelib.provenance import source_files, source_hash
+    return source_hash(source_files())
+
+
+def _hashes(record: dict) -> set:
+    segs = record.get("segments") or [record.get("provenance") or {}]
+    return {s.get("source_hash") for s in segs} | {(record.get("provenance") or {})
+                                                   .get("source_hash")}
+
+
+def state(name: str, now: str) -> str:
+    """'done' (result from the sources now), 'resume' (a checkpoint from them), or 'start'."""
+    res = ROOT / "results" / f"{name}.json"
+    if res.is_file() and _hashes(json.loads(res.read_text())) == {now}:
+        return "done"
+    ck = ROOT / "runs" / name / "checkpoint.pt"
+    if ck.is_file():
+        import torch
+        segs = torch.load(ck, map_location="cpu", weights_only=True).get("segments") or []
+        if segs and {s.get("source_hash") for s in segs} == {now}:
+            return "resume"
+    return "start"
+
+
+def best_setting(now: str) -> tuple[str, ...] | None:
+    """The frssm setting of steps 1-2 with the highest final-epoch validation accuracy (mean
+    over seeds 0-2) among those with a mean firing rate <= GOAL_RATE; None until all are done.
+    Chosen on validation: test accuracy is never read here."""
+    scores = {}
+    for s in [s for s in STEP1 + STEP2 if s[1] == "frssm"]:
+        recs = []
+        for seed in SEEDS:
+            p = ROOT / "results" / f"{run_name(s, seed)}.json"
+            if not p.is_file() or _hashes(r := json.loads(p.read_text())) != {now}:
+                return None
+            recs.append(r)
+        rate = statistics.fmean(statistics.fmean(r["firing_rate"]) for r in recs)
+        if rate <= GOAL_RATE:
+            scores[s] = statistics.fmean(r["history"][-1]["val_acc"] for r in recs)
+    return max(scores, key=scores.get) if scores else None
+
+
+def _keep_weights(name: str) -> list[Path]:
+    """Copy runs/<name>/weights.pt to weights/<name>.pt with the provenance beside it."""
+    src = ROOT / "runs" / name / "weights.pt"
+    res = json.loads((ROOT / "results" / f"{name}.json").read_text())
+    dst = ROOT / "weights" / f"{name}.pt"
+    shutil.copyfile(src, dst)
+    meta = dst.with_suffix(".json")
+    meta.write_text(json.dumps({"run": name, "provenance": res["provenance"]}, indent=1) + "\n")
+    return [dst, meta]
+
+
+def _commit(paths: list[Path], message: str) -> None:
+    for _ in range(5):                        # another git command may hold the index briefly
+        add = subprocess.run(["git", "add", "-f", *map(str, paths)], cwd=ROOT)
+        if add.returncode == 0 and subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", *map(str, paths)],
+                cwd=ROOT).returncode == 0:
+            return
+        time.sleep(5)
+    print(f"could not commit {message!r}; commit by hand", file=sys.stderr)
+
+
+def main(args: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("what", choices=("list", "run"))
+    p.add_argument("--jobs", type=int, default=2, help="runs at once, one core each")
+    p.add_argument("--steps", default="1,2,4,5", help="which steps (comma-separated)")
+    p.add_argument("--commit", action="store_true", help="git-commit each finished result")
+    a = p.parse_args(args)
+    steps = {int(s) for s in a.steps.split(",")}
+    now = current_hash()
+    logs = ROOT / "runs" / "refractory-queue"
+    logs.mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, int, int, int]] = {}   # proc, step, seed, core
+    cores = list(range(os.cpu_count() or 1))
+    while True:
+        todo = [(step, s, seed) for step, s, seed in plan(best_setting(now)) if step in steps]
+        rows = [(step, run_name(s, seed), s, seed) for step, s, seed in todo]
+        if a.what == "list":
+            for step, name, _, _ in rows:
+                print(f"step {step}  {state(name, now):6s}  {name}")
+            if 4 in steps and best_setting(now) is None:
+                print("step 4 waits for steps 1-2 (its best frssm setting is chosen on them)")
+            return 0
+        for name, (proc, step, seed, _) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            ok = proc.returncode == 0 and state(name, now) == "done"
+            print(f"{time.strftime('%H:%M')} {'done' if ok else 'FAILED'}: {name}", flush=True)
+            if ok and a.commit:
+                paths = [ROOT / "results" / f"{name}.json"]
+                if seed == 0:
+                    paths += _keep_weights(name)
+                _commit(paths, f"results: {name} (step {step}, CPU profile, final sources)")
+        waiting = [r for r in rows if r[1] not in running and state(r[1], now) != "done"]
+        if not waiting and not running:
+            print("every planned run is done" + ("" if 4 not in steps or best_setting(now)
+                                                 else "; step 4 could not be planned"))
+            return 0
+        while waiting and len(running) < min(a.jobs, len(cores)):
+            step, name, s, seed = waiting.pop(0)
+            how = ["--resume"] if state(name, now) == "resume" else ["--overwrite"]
+            core = next(c for c in cores if c not in {r[3] for r in running.values()})
+            cmd = ["taskset", "-c", str(core), sys.executable, "-m", "spikelib.train",
+                   *argv(s, seed), *how]
+            log = open(logs / f"{name}.log", "a")
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+            running[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, env=env),
+                             step, seed, core)
+            print(f"{time.strftime('%H:%M')} start: {name} ({' '.join(how)})", flush=True)
+        time.sleep(20)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
