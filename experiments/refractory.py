@@ -4,6 +4,12 @@
     python experiments/refractory.py run --jobs 2      # train what is missing, one core each
     python experiments/refractory.py run --jobs 2 --commit   # and commit each result as it ends
 
+Runs record whether the checkout was clean, so run the queue from a clean worktree of the frozen
+sources and publish each finished file into the checkout you work in:
+
+    git worktree add --detach ../runs-tree HEAD
+    cd ../runs-tree && python experiments/refractory.py run --jobs 2 --publish ../main
+
 Sequential Fashion-MNIST on the CPU profile (3 epochs, 2 layers, d_state 16), seeds 0-2 a
 setting unless a step says otherwise, in the order of the plan (cut from the end if time runs
 short):
@@ -13,7 +19,9 @@ short):
    frssm at R = 0;
 2. sparsifiers at equal firing rates (frssm, H = 32): at R = 0 a higher threshold (theta_init 2,
    4) and the penalty (lambda 0.3, 3); theta frozen (theta_lr = 0) at R = 0 and R = 2; pssm with
-   lambda 0.3 and 3;
+   lambda 0.3 and 3; and R = 2 with the gradient passed only where a spike was emitted
+   (``refractory_grad=fired``, the library's rule before it passed it wherever the neuron is
+   free);
 4. the gap against width (d_model 64: s4d, frssm at its defaults, the best frssm setting within a
    firing rate of 0.15 chosen on validation, pssm with lambda = 1, seeds 0-2; d_model 128: the
    same, seeds 0-2 for s4d and the best setting, seed 0 for the other two), then against
@@ -56,7 +64,8 @@ STEP2 = [_setting("frssm", *FRSSM_R0, "--set", f"theta_init={t}") for t in (2.0,
     _setting("frssm", *FRSSM_R0, "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)] + [
     _setting("frssm", *FRSSM_R0, "--set", "theta_lr=0.0"),
     _setting("frssm", "--set", "theta_lr=0.0")] + [
-    _setting("pssm", "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)]
+    _setting("pssm", "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)] + [
+    _setting("frssm", "--set", "refractory_grad=fired")]     # the gradient only where it fired
 
 
 def plan(best: tuple[str, ...] | None) -> list[tuple[int, tuple[str, ...], int]]:
@@ -141,15 +150,20 @@ def _keep_weights(name: str) -> list[Path]:
     return [dst, meta]
 
 
-def _commit(paths: list[Path], message: str) -> None:
+def _commit(paths: list[Path], message: str, into: Path) -> None:
+    """Copy ``paths`` (under ROOT) to the same places under ``into`` and commit them there."""
+    dest = [into / p.relative_to(ROOT) for p in paths]
+    for src, dst in zip(paths, dest):
+        if src != dst:
+            shutil.copyfile(src, dst)
     for _ in range(5):                        # another git command may hold the index briefly
-        add = subprocess.run(["git", "add", "-f", *map(str, paths)], cwd=ROOT)
+        add = subprocess.run(["git", "add", "-f", *map(str, dest)], cwd=into)
         if add.returncode == 0 and subprocess.run(
-                ["git", "commit", "-q", "-m", message, "--", *map(str, paths)],
-                cwd=ROOT).returncode == 0:
+                ["git", "commit", "-q", "-m", message, "--", *map(str, dest)],
+                cwd=into).returncode == 0:
             return
         time.sleep(5)
-    print(f"could not commit {message!r}; commit by hand", file=sys.stderr)
+    print(f"could not commit {message!r} in {into}; commit by hand", file=sys.stderr)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -158,6 +172,9 @@ def main(args: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at once, one core each")
     p.add_argument("--steps", default="1,2,4,5", help="which steps (comma-separated)")
     p.add_argument("--commit", action="store_true", help="git-commit each finished result")
+    p.add_argument("--publish", type=Path, default=None, metavar="CHECKOUT",
+                   help="copy each finished result (and seed-0 weights) into CHECKOUT and "
+                        "commit it there (implies --commit)")
     a = p.parse_args(args)
     steps = {int(s) for s in a.steps.split(",")}
     now = current_hash()
@@ -180,11 +197,12 @@ def main(args: list[str] | None = None) -> int:
             del running[name]
             ok = proc.returncode == 0 and state(name, now) == "done"
             print(f"{time.strftime('%H:%M')} {'done' if ok else 'FAILED'}: {name}", flush=True)
-            if ok and a.commit:
+            if ok and (a.commit or a.publish):
                 paths = [ROOT / "results" / f"{name}.json"]
                 if seed == 0:
                     paths += _keep_weights(name)
-                _commit(paths, f"results: {name} (step {step}, CPU profile, final sources)")
+                _commit(paths, f"results: {name} (step {step}, CPU profile, final sources)",
+                        (a.publish or ROOT).resolve())
         waiting = [r for r in rows if r[1] not in running and state(r[1], now) != "done"]
         if not waiting and not running:
             print("every planned run is done" + ("" if 4 not in steps or best_setting(now)

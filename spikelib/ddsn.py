@@ -5,7 +5,7 @@ parallel and infers serially. Its equations are known second-hand (a third-party
 h_t = α_t h_{t−1} + (1 − α_t) x_t with no reset, α_t = sigmoid(CausalConv1D(x))^{1/τ},
 s_t = clip(round(h_t), 0, N). Ours: the log-space gate, the binary spike option, the
 initialisation, and the chunked scan with its reverse-scan backward (:func:`linear_scan`).
-Sources, the scan's derivation and its measurements: the book, chapter 11.
+Sources, the scan's derivation and its measurements: the book, Part II (the dynamic-decay neuron).
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = 
     """h_t = a_t h_{t−1} + b_t for t = 1 … L with a = exp(log_a), h_0 = ``h0`` (zeros if None).
 
     log_a, b: (B, L, C) with L ≥ 1; h0: (B, C). Returns h (B, L, C). The chunked form (ours;
-    the book, chapter 11): inside chunks of ``chunk`` = Q ≥ 1 steps the recurrence from a zero
+    the book, Part II): inside chunks of ``chunk`` = Q ≥ 1 steps the recurrence from a zero
     state, then the entering states by the same scan over chunks; it never divides by a
     running product, so it is stable for log_a ≤ 0 (0 ≤ a ≤ 1, −inf included: a reset), and a
     positive or NaN log_a is a ValueError (a value check: off under ``finite_checks(False)``).

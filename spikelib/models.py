@@ -49,7 +49,7 @@ __all__ = ["MODELS", "ModelConfig", "SequenceClassifier", "Block", "GELUAct",
 MODELS = ("s4d", "frssm", "pssm", "lif", "ddsn", "sif")
 _CHOICES = {"readout": ("mean", "last"), "surrogate": ("atan", "sigmoid", "rect"),
             "theta_init_mode": ("value", "rms"), "polarity": ("on", "on_off"),
-            "refractory_grad": ("mask", "straight_through"), "psn_kind": ("sliding", "masked"),
+            "refractory_grad": ("mask", "fired", "straight_through"), "psn_kind": ("sliding", "masked"),
             "ddsn_spike": ("binary", "integer")}
 
 
@@ -59,7 +59,7 @@ _THRESHOLD = ("frssm", "pssm")                 # a learnable per-channel θ comp
 
 def _f(default, help: str, models: tuple[str, ...] = ALL):
     """A ModelConfig field: its default, what it means and the models that read it (the one
-    declaration read by ``--help``, ``--set``'s check, chapter 7's table and the API page)."""
+    declaration read by ``--help``, ``--set``'s check, the book's table of models and the API page)."""
     return dataclasses.field(default=default, metadata={"help": help, "models": models})
 
 
@@ -89,9 +89,9 @@ class ModelConfig:
     polarity: str = _f("on", "'on': Θ(v − θ); 'on_off': also −Θ(−v − θ) (sliding PSN for pssm)",
                        _THRESHOLD)
     refractory: int = _f(2, "R, the fixed refractory period in steps", ("frssm",))
-    refractory_grad: str = _f("mask", "'mask': no gradient where the refractory period removed "
-                                      "a crossing; 'straight_through': the crossing's gradient",
-                              ("frssm",))
+    refractory_grad: str = _f("mask", "'mask': the crossing's gradient where the neuron is free "
+                                      "to fire, none while refractory; 'fired': only where it "
+                                      "fired; 'straight_through': everywhere", ("frssm",))
     rate_penalty: float = _f(0.0, "λ: training adds λ × mean over layers of mean |s| to the "
                                   "loss", SPIKING)
     psn_order: int = _f(32, "P of the sliding PSN (k of the masked PSN)", ("pssm",))
@@ -190,8 +190,9 @@ class FixedRefractorySpike(PositiveTheta):
     surrogate gradient), thinned by the fixed refractory period s_t = c_t ∏_{k=1..R} (1 − s_{t−k}).
 
     ``polarity='on_off'``: also c⁻ = Θ(−y − θ) with its own countdown, s = s⁺ − s⁻ ∈ {−1, 0, 1}.
-    ``refractory_grad='mask'``: a crossing removed by the refractory period passes no gradient;
-    ``'straight_through'``: the value of the thinned train with the gradient of c.
+    ``refractory_grad='mask'``: c's gradient where the neuron is free to fire ([r_{t−1} = 0],
+    the derivative with the countdown held fixed), none while it is refractory; ``'fired'``:
+    only where it fired; ``'straight_through'``: the thinned train's value, c's gradient.
     State: {"on": countdown, "off": countdown or None} (:class:`~spikelib.refractory.Refractory`).
     """
     state_keys = ("on", "off")
@@ -204,7 +205,7 @@ class FixedRefractorySpike(PositiveTheta):
         self.surrogate = sg.or_default(surrogate)
         self.refractory = Refractory(refractory)
         self.on_off = polarity == "on_off"
-        self.straight_through = refractory_grad == "straight_through"
+        self.grad = refractory_grad
 
     def membrane(self, y):
         """What the threshold sees: y itself."""
@@ -215,7 +216,9 @@ class FixedRefractorySpike(PositiveTheta):
         return self.surrogate(y - theta), (self.surrogate(-y - theta) if self.on_off else None)
 
     def _thinned(self, s, c):
-        return sg.straight_through(s, c) if self.straight_through else s
+        if self.grad == "straight_through":
+            return sg.straight_through(s, c)
+        return s * (s.detach() != 0) if self.grad == "fired" else s   # 'fired': [s ≠ 0] · ∂c
 
     def forward(self, y):                                      # (B, L, H)
         check_tensor(y, "y", 3, channels=self.channels, floating=True, nonempty=True)

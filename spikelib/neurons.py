@@ -11,7 +11,7 @@ V_0 = V_reset = 0. A neuron is charge, fire, reset (the SpikingJelly decompositi
 With a reset, S_t feeds back into V_t: only the serial loop computes it (training is BPTT).
 Without a reset the LIF membrane is the causal convolution h = k ∗ x, k_j = (1 − β) β^j
 (``leaky_integrate``), computed in parallel. The one exact parallel form *with* a reset is
-``SoftResetIF`` (Proposition A, ours; derivation in the book, chapter 4).
+``SoftResetIF`` (Proposition A, ours; derivation in the book, on the reset as a discretisation).
 
 Every neuron is a :class:`~spikelib.temporal.Temporal` module; ``forward`` and
 ``forward_serial`` also return the membrane with ``return_v=True``. A NaN input gives NaN
@@ -245,7 +245,7 @@ def leaky_integrate(x: torch.Tensor, tau: float) -> torch.Tensor:
 
 class SoftResetIF(PositiveTheta):
     """Soft-reset IF with integer spikes, computed exactly in parallel (Proposition A, ours;
-    derivation, precision and gradients in the book, chapter 4).
+    derivation, precision and gradients in the book, on the reset as a discretisation).
 
     Serial form (the definition): H_t = V_{t−1} + X_t ; s_t = max(0, ⌊H_t / θ⌋) ;
     V_t = H_t − θ s_t ; V_0 = 0. Parallel form, for every input: S_t = Σ_{τ≤t} X_τ,

@@ -8,7 +8,7 @@ A train of threshold crossings c ∈ {0,1}^L is thinned greedily with period R �
 kept as a countdown r (r_0 = 0): s_t = c_t [r_{t−1} = 0], r_t = R if s_t else max(r_{t−1} − 1, 0).
 Each step is a map on countdown states and maps compose associatively, so the countdowns are a
 prefix scan: ``refractory_scan`` computes it exactly, chunk by chunk (derivation, depth, work,
-memory and timings: the book, chapter 5). On CUDA with triton installed ``Refractory.forward``
+memory and timings: the book, on the refractory period). On CUDA with triton installed ``Refractory.forward``
 uses ``refractory_fused``, one kernel that walks time with the countdowns in registers.
 ``refractory_loop`` is the reference for both.
 
@@ -16,7 +16,9 @@ The functions take c of shape (L,), (B, L) or (B, L, C) — time is axis 0, 1 an
 integer or floating values (any nonzero value is a crossing; with ``validate=True``, the default,
 NaN and Inf are rejected unless ``finite_checks(False)``); outputs have the input's shape and
 dtype. :class:`Refractory` is the :class:`~spikelib.temporal.Temporal` module on (B, L, C).
-Gradient: s = c · mask, the mask computed without gradient from c.
+Gradient: s = c · free with free_t = [r_{t−1} = 0] computed without gradient, i.e. the derivative
+of s_t = c_t [r_{t−1} = 0] with the countdown held fixed: a crossing's gradient passes wherever
+the neuron is free to fire (fired or not), and none passes while it is refractory.
 """
 from __future__ import annotations
 
@@ -78,17 +80,25 @@ def _thin(c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return c * mask
 
 
+def _free(fired: torch.Tensor, R: int) -> torch.Tensor:
+    """free_t = [r_{t−1} = 0] = no spike at t−R … t−1, from the spikes ``fired`` (B, L, C) bool:
+    the gradient mask. c · free = c · fired in value (a free step with a crossing fires)."""
+    with torch.no_grad():
+        S = torch.nn.functional.pad(fired.to(torch.int32).cumsum(dim=1), (0, 0, 1, 0))
+        t = torch.arange(fired.shape[1], device=fired.device)                     # (L)
+        return (S[:, t] - S[:, (t - R).clamp_min(0)]) == 0                        # (B L C)
+
+
 def refractory_loop(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
     """Reference: the countdown recurrence as a Python loop over time (O(L) serial steps)."""
     R = _check(c, R, validate)
     x = _as_blc(c.detach()) != 0                                                   # (B L C)
     r = torch.zeros(x.shape[0], x.shape[2], dtype=torch.long, device=c.device)     # (B C)
-    mask = torch.zeros_like(x)                                                     # (B L C)
+    free = torch.zeros_like(x)                                                     # (B L C)
     for t in range(x.shape[1]):
-        fire = x[:, t] & (r == 0)                                                  # (B C)
-        mask[:, t] = fire
-        r = torch.where(fire, R, (r - 1).clamp_min(0))                             # (B C)
-    return _thin(c, _from_blc(mask, c))
+        free[:, t] = r == 0                                                        # (B C)
+        r = torch.where(x[:, t] & free[:, t], R, (r - 1).clamp_min(0))             # (B C)
+    return _thin(c, _from_blc(free, c))
 
 
 def _prefix_states(G: torch.Tensor) -> torch.Tensor:
@@ -125,9 +135,10 @@ def _int_dtype(top: int) -> torch.dtype:
     return torch.uint8 if top < 2 ** 8 else torch.int16 if top < 2 ** 15 else torch.int32
 
 
-def _scan_mask(x: torch.Tensor, R: int, Q: int) -> torch.Tensor:
-    """The refractory mask of x (B, L, C) (nonzero = crossing), 1 ≤ R < L, by the chunked scan
-    with chunks of Q steps. Returns a bool (B, L, C) tensor. No autograd.
+def _scan_free(x: torch.Tensor, R: int, Q: int) -> torch.Tensor:
+    """Where the neuron is free, [r_{t−1} = 0], for crossings x (B, L, C) (nonzero = crossing),
+    1 ≤ R < L, by the chunked scan with chunks of Q steps; it fires where free and crossing.
+    Returns a bool (B, L, C) tensor. No autograd.
 
     Layout: chunk-major, (·, n, B, C) with n = ⌈L/Q⌉ chunks, so step q of every chunk is one
     contiguous block; every step below is two or three vectorised ops on uint8 (int16 or int32
@@ -138,8 +149,8 @@ def _scan_mask(x: torch.Tensor, R: int, Q: int) -> torch.Tensor:
         for all R+1 entries at the cost of one.
     (2) The entering countdown of every chunk: :func:`_prefix_states` over the n − 1 maps.
     (3) Replay, forwards: with a = 1 + the step at which the neuron is free again (entering with
-        countdown e: a = e + 1) and W_q = q + 1 at a crossing, else 0, the neuron fires at q iff
-        a ≤ W_q, and firing sets a = q + R + 2."""
+        countdown e: a = e + 1) and W_q = q + 1 at a crossing, else 0, the neuron is free at q
+        iff a ≤ q + 1, fires iff a ≤ W_q, and firing sets a = q + R + 2."""
     B, L, C = x.shape
     K, dev = R + 1, x.device
     n, full = -(-L // Q), L // Q                                 # chunks, chunks without padding
@@ -169,17 +180,18 @@ def _scan_mask(x: torch.Tensor, R: int, Q: int) -> torch.Tensor:
     a = entry.add_(1).to(small)                                                    # (n B C)
     fired = torch.arange(K + 1, Q + K + 1, dtype=small, device=dev).unbind(0)      # a after a spike
     as_int = (lambda m: m.view(torch.uint8)) if small == torch.uint8 else (lambda m: m)
-    mask = torch.empty(Q, n, B, C, dtype=torch.bool, device=dev)                   # (Q n B C)
-    bump = torch.empty_like(a)
-    for q, (W_q, m_q) in enumerate(zip(W.unbind(0), mask.unbind(0))):   # (3) replay
-        torch.le(a, W_q, out=m_q)
-        torch.maximum(a, torch.mul(as_int(m_q), fired[q], out=bump), out=a)
-    return mask.permute(2, 1, 0, 3).reshape(B, n * Q, C)[:, :L]                    # (B L C)
+    free = torch.empty(Q, n, B, C, dtype=torch.bool, device=dev)                   # (Q n B C)
+    bump, fire = torch.empty_like(a), torch.empty_like(a, dtype=torch.bool)
+    for q, (W_q, f_q) in enumerate(zip(W.unbind(0), free.unbind(0))):   # (3) replay
+        torch.le(a, q + 1, out=f_q)
+        torch.le(a, W_q, out=fire)
+        torch.maximum(a, torch.mul(as_int(fire), fired[q], out=bump), out=a)
+    return free.permute(2, 1, 0, 3).reshape(B, n * Q, C)[:, :L]                    # (B L C)
 
 
 def refractory_scan(c: torch.Tensor, R: int, *, chunk: int | None = None,
                     validate: bool = True) -> torch.Tensor:
-    """Exact parallel form: the chunked scan over countdown maps (ours; the book, chapter 5).
+    """Exact parallel form: the chunked scan over countdown maps (ours; the book, on the refractory period).
 
     c (L,) | (B, L) | (B, L, C) -> s, same shape and dtype, identical to :func:`refractory_loop`.
     ``chunk`` Q ≥ 1 (default :func:`default_chunk`): every chunk's exit map from Q backward
@@ -196,8 +208,8 @@ def refractory_scan(c: torch.Tensor, R: int, *, chunk: int | None = None,
         return c.clone()
     Q = min(default_chunk(R) if Q is None else Q, L)
     with torch.no_grad():
-        mask = _scan_mask(x, R, Q)                                                 # (B L C)
-    return _thin(c, _from_blc(mask, c))
+        free = _scan_free(x, R, Q)                                                 # (B L C)
+    return _thin(c, _from_blc(free, c))
 
 
 @functools.cache
@@ -207,20 +219,22 @@ def _triton_available() -> bool:
 
 
 class _Fused(torch.autograd.Function):
-    """s = kernel(c); ∂s/∂c = mask = [s ≠ 0] (a spike is a nonzero crossing, so s ≠ 0 exactly
-    where the mask is set): no mask is stored, s is saved instead."""
+    """s = kernel(c); ∂s/∂c = free, rebuilt from the spikes (a spike is a nonzero crossing, so
+    s ≠ 0 exactly where the neuron fired): no mask is stored, s is saved instead."""
 
     @staticmethod
     def forward(ctx, c, R):
         from spikelib._refractory_triton import countdown
         s = _from_blc(countdown(_as_blc(c), R), c)
         ctx.save_for_backward(s)
+        ctx.R = R
         return s
 
     @staticmethod
     def backward(ctx, grad):
         (s,) = ctx.saved_tensors
-        return torch.where(s != 0, grad, grad.new_zeros(())), None
+        free = _from_blc(_free(_as_blc(s) != 0, ctx.R), s)
+        return torch.where(free, grad, grad.new_zeros(())), None
 
 
 def refractory_fused(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
@@ -292,8 +306,8 @@ def refractory_onset(c: torch.Tensor, R: int, *, validate: bool = True) -> torch
                        x.long().cumsum(dim=1)], dim=1)                             # (B L+1 C)
         t = torch.arange(x.shape[1], device=c.device)                             # (L)
         window = S[:, t] - S[:, (t - R).clamp_min(0)]                              # Σ_{k=1..R} c_{t−k}
-        mask = x & (window == 0)                                                   # (B L C)
-    return _thin(c, _from_blc(mask, c))
+        free = window == 0                                      # no crossing in R steps
+    return _thin(c, _from_blc(free, c))
 
 
 def refractory_strided(c: torch.Tensor, R: int, *, validate: bool = True) -> torch.Tensor:
@@ -301,7 +315,7 @@ def refractory_strided(c: torch.Tensor, R: int, *, validate: bool = True) -> tor
     R = _check(c, R, validate)
     x = _as_blc(c.detach()) != 0                                                   # (B L C)
     clock = torch.arange(x.shape[1], device=c.device) % (R + 1) == 0               # (L)
-    return _thin(c, _from_blc(x & clock[:, None], c))
+    return _thin(c, _from_blc(clock[:, None].expand_as(x), c))
 
 
 class Refractory(Temporal):
@@ -313,7 +327,7 @@ class Refractory(Temporal):
     ``state``. ``step(c_t (B, C), state)`` with state ``{"r": countdown (B, C) int64}`` (None:
     :meth:`initial_state`) returns (s_t, state). Inputs are checked as every temporal module's
     (rank, not empty, NaN/Inf unless ``finite_checks(False)``); for (L,) or (B, L) trains use
-    the functions. The mask carries no gradient (s = c · mask). R = 0 is the identity. R: any
+    the functions. s = c · free, the mask [r_{t−1} = 0] without gradient. R = 0 is the identity. R: any
     integer ≥ 0 (int, NumPy integer, 0-d integer tensor).
     """
 
@@ -347,9 +361,9 @@ class Refractory(Temporal):
             raise ValueError(f"state: expected {{'r': countdown of shape {tuple(c_t.shape)}}} "
                              f"(from initial_state or step), got {got}")
         with torch.no_grad():
-            fire = (c_t.detach() != 0) & (r == 0)                                  # (B C)
-            r = torch.where(fire, self.R, (r - 1).clamp_min(0))                    # (B C)
-        return _thin(c_t, fire), {"r": r}
+            free = r == 0                                                          # (B C)
+            r = torch.where((c_t.detach() != 0) & free, self.R, (r - 1).clamp_min(0))
+        return _thin(c_t, free), {"r": r}
 
     def forward_serial(self, c: torch.Tensor, state: dict | None = None, *,
                        return_state: bool = False):

@@ -401,10 +401,12 @@ def test_on_off_spikes_are_signed_events_with_their_own_refractory_period():
     assert rate == pytest.approx(s.abs().mean().item()) and rate > s.mean().abs().item()
 
 
-def test_straight_through_refractory_gradient_reaches_removed_crossings():
+def test_refractory_gradient_modes():
+    """'mask': gradient wherever the neuron is free (also below θ), none on removed crossings;
+    'fired': only on spikes; 'straight_through': also on removed crossings. Same spikes."""
     x = _x()
     grads = {}
-    for mode in ("mask", "straight_through"):
+    for mode in ("mask", "fired", "straight_through"):
         model = _model("frssm", refractory=4, refractory_grad=mode, n_layers=1)
         y = model.layers[0].ssm(model.layers[0].norm(model.encoder(x))).detach()
         y.requires_grad_()
@@ -413,10 +415,14 @@ def test_straight_through_refractory_gradient_reaches_removed_crossings():
         grads[mode] = (g, s.detach(), (y >= model.layers[0].spike.theta).detach())
     g_mask, s, crossed = grads["mask"]
     g_st, s_st, _ = grads["straight_through"]
-    assert torch.equal(s, s_st)                                # same spikes
+    g_fired, s_fired, _ = grads["fired"]
+    assert torch.equal(s, s_st) and torch.equal(s, s_fired)     # same spikes
     removed = crossed & (s == 0)
     assert removed.any()
     assert (g_mask[removed] == 0).all() and (g_st[removed] > 0).all()
+    assert (g_fired[s == 0] == 0).all() and torch.equal(g_fired[s != 0], g_mask[s != 0])
+    below = ~crossed & (g_mask != 0)                           # free, below θ: surrogate gradient
+    assert below.any()
 
 
 def test_theta_from_rms_of_the_threshold_input():

@@ -114,17 +114,33 @@ def test_empty_trains():
         m.step(torch.zeros(0, 3))
 
 
-def test_gradient_flows_through_c_times_mask():
+def _free_brute(s: torch.Tensor, R: int) -> torch.Tensor:
+    """[no spike at t−R … t−1] for spikes s (B, L, C), by a loop over time and lags."""
+    free = torch.ones_like(s, dtype=torch.bool)
+    for t in range(s.shape[1]):
+        for k in range(1, R + 1):
+            if t - k >= 0:
+                free[:, t] &= s[:, t - k] == 0
+    return free
+
+
+@pytest.mark.parametrize("R", [0, 1, 3])
+def test_gradient_is_c_times_free(R):
+    """∂s_t/∂c_t = [r_{t−1} = 0] (the countdown held fixed): the gradient passes wherever the
+    neuron is free, a crossing or not, and never while it is refractory — in every form."""
     gen = torch.Generator().manual_seed(1)
-    c = torch.bernoulli(torch.full((2, 40, 3), 0.7, dtype=torch.float64), generator=gen)
+    c = torch.bernoulli(torch.full((2, 40, 3), 0.5, dtype=torch.float64), generator=gen)
     c.requires_grad_(True)
     weights = torch.randn(2, 40, 3, dtype=torch.float64, generator=gen)
-    mask = refractory_loop(c.detach(), 3)                                          # spikes = mask on c = 1
-    for forward in (lambda x: refractory_scan(x, 3), lambda x: refractory_scan(x, 3, chunk=7),
-                    Refractory(3), Refractory(3).forward_serial):
+    s = refractory_loop(c.detach(), R)
+    free = _free_brute(s, R)
+    assert bool((free & (c.detach() == 0)).any()) and (R == 0 or not free.all())
+    for forward in (lambda x: refractory_loop(x, R), lambda x: refractory_scan(x, R),
+                    lambda x: refractory_scan(x, R, chunk=7), Refractory(R),
+                    Refractory(R).forward_serial):
         c.grad = None
         forward(c).mul(weights).sum().backward()
-        assert torch.equal(c.grad, weights * mask)
+        assert torch.equal(c.grad, weights * free)
 
 
 def test_R_zero_is_identity_and_bad_R_raises():
@@ -379,7 +395,7 @@ def test_importing_spikelib_does_not_import_triton():
 def test_fused_kernel_equals_loop_in_the_triton_interpreter():
     """TRITON_INTERPRET=1 is set before the kernel module is first imported (a fresh process),
     so the kernel runs on CPU tensors: ragged shapes, every R ≤ 16, strided inputs, bool/int/
-    fp16, and the gradient s = c · mask."""
+    fp16, and the gradient s = c · free."""
     pytest.importorskip("triton")
     out = _run("""
         import torch
@@ -402,7 +418,9 @@ def test_fused_kernel_equals_loop_in_the_triton_interpreter():
         c = (torch.rand(2, 20, 3, generator=gen) < 0.6).double().requires_grad_()
         g = torch.randn(2, 20, 3, dtype=torch.float64, generator=gen)
         refractory_fused(c, 3).backward(g)
-        assert torch.equal(c.grad, g * refractory_loop(c.detach(), 3))
+        c2 = c.detach().clone().requires_grad_()
+        refractory_loop(c2, 3).backward(g)              # the loop's gradient is g · free
+        assert torch.equal(c.grad, c2.grad) and bool((c.grad[c.detach() == 0] != 0).any())
         print("ok")
     """, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     assert out.returncode == 0 and "ok" in out.stdout, out.stdout + out.stderr
