@@ -50,8 +50,9 @@ pytest: $(STAMP) data
 	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(JOBS) --dist loadgroup tests
 
 # One torch thread per xdist worker: 2 workers on 2 cores, no oversubscription.
-# nbval collects .ipynb only: pair each MyST notebook chapter (those with a kernelspec; intro and
-# references are plain pages) to a notebook under _build/nbval and run it.
+# nbval collects .ipynb only: pair each MyST notebook page (those with a kernelspec: the intro,
+# every chapter and appendix; api and references are plain pages) to a notebook under
+# _build/nbval and run it.
 nbval: $(STAMP) data
 	rm -rf _build/nbval && mkdir -p _build/nbval/book
 	for f in $$(grep -l '^kernelspec:' book/*.md); do $(BIN)/jupytext --quiet --to ipynb -o _build/nbval/$${f%.md}.ipynb $$f; done

@@ -1,8 +1,9 @@
 """Sphinx extension: autodoc as the API page (book/api.md) needs it.
 
-* Docstrings are shown as written, in a preformatted block. spikelib's docstrings are plain
-  text for ``help()`` and the source reader: unicode maths, shapes such as ``(B, L, C)``, ``*``
-  for products, backquotes. Parsed as reStructuredText they give warnings (fatal under ``-W``)
+* Docstrings are shown as written, in a preformatted block of class ``docstring`` (which
+  wraps instead of scrolling: _static/custom.css). spikelib's docstrings are plain text for
+  ``help()`` and the source reader: unicode maths, shapes such as ``(B, L, C)``, ``*`` for
+  products, backquotes. Parsed as reStructuredText they give warnings (fatal under ``-W``)
   and mangled maths; verbatim they read as in the code. Signatures are still rendered.
 * Module constants are documented even without a doc comment (``DATASETS``, ``PROFILES``, the
   energy constants ...): autodoc's own ``data`` documenter only takes module attributes that
@@ -19,7 +20,7 @@ def preformat(app, what, name, obj, options, lines):
     if not any(line.strip() for line in lines):
         return
     body = ["    " + line if line.strip() else "" for line in lines]
-    lines[:] = [".. code-block:: text", "", *body, ""]
+    lines[:] = [".. code-block:: text", "   :class: docstring", "", *body, ""]
 
 
 class ModuleDataDocumenter(DataDocumenter):

@@ -14,9 +14,14 @@ For each page listed in ``_toc.yml`` it checks that
   the executed ``.ipynb`` next to the page, whose first cell is the launch cell with the
   repository's address filled in,
 * the API page has an entry for every public name of every spikelib module (``__all__``, else
-  the public names the module defines),
+  the public names the module defines; a name re-exported from another spikelib module may
+  have its entry there),
 
-and saves a screenshot of the whole page, sized to its content, to ``_build/screens/<page>.png``.
+* no code block, printed output or table scrolls sideways or overflows the article column
+  (``scrollWidth > clientWidth``: the reader would have to scroll to see its end),
+
+and saves screenshots of the whole page, to its end, to ``_build/screens/<page>.png`` (and
+``<page>-2.png``, ``-3`` … for a page taller than one picture, ``TILE`` pixels each).
 Chromium runs with no network (``--host-resolver-rules`` maps every host to nowhere), so the
 vendored MathJax must be used. Not a pytest module on purpose: it needs the built book.
 """
@@ -66,7 +71,30 @@ ready.then(() => {
 # shorter than the window showing it (so each screenshot kept the height of the longest page
 # before it, padded with blank).
 HEIGHT_JS = "return Math.ceil(document.documentElement.scrollHeight);"
-WIDTH, MIN_HEIGHT, MAX_HEIGHT = 1280, 600, 16000
+# Code blocks, printed outputs and tables that scroll sideways (their content is wider than
+# the box showing it) or stick out of the article column.
+WIDE_JS = r"""
+const main = document.querySelector('main') || document.body;
+const column = (document.querySelector('article') || main).getBoundingClientRect();
+const out = [];
+const boxes = main.querySelectorAll(
+  'pre, div.highlight, div.cell_output, div.output, table, .table-wrapper, .pst-scrollable-table-container');
+for (const el of boxes) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0) continue;                       // hidden (a collapsed cell)
+  const text = el.innerText.trim().split('\n')[0].slice(0, 60);
+  if (el.scrollWidth > el.clientWidth + 1)
+    out.push(`${el.tagName.toLowerCase()} scrolls sideways ` +
+             `(${el.scrollWidth} > ${el.clientWidth} px): ${text}`);
+  else if (r.right > column.right + 1)
+    out.push(`${el.tagName.toLowerCase()} sticks out of the column ` +
+             `(${Math.round(r.right - column.right)} px): ${text}`);
+}
+return out;
+"""
+# The window height of one screenshot: Chromium's pictures are not reliable beyond ~16k px,
+# so a taller page is photographed in tiles, scrolled, to its end.
+WIDTH, MIN_HEIGHT, TILE = 1280, 600, 8000
 
 
 def toc_pages() -> list[str]:
@@ -126,7 +154,10 @@ def api_problems(html: Path) -> list[str]:
             names = [n for n, obj in vars(module).items() if not n.startswith("_")
                      and not isinstance(obj, types.ModuleType)
                      and getattr(obj, "__module__", module.__name__) == module.__name__]
-        missing += [f"{module.__name__}.{n}" for n in names if f"{module.__name__}.{n}" not in ids]
+        for n in names:             # a re-exported name may be documented where it is defined
+            home = getattr(getattr(module, n, None), "__module__", None) or ""
+            if not {f"{module.__name__}.{n}", f"{home}.{n}"} & ids:
+                missing.append(f"{module.__name__}.{n}")
     return [f"book/api: no entry for {name}" for name in missing]
 
 
@@ -138,21 +169,33 @@ def open_page(driver: webdriver.Chrome, url: str) -> None:
         "return document.readyState === 'complete' && location.href;") == url)
 
 
-def screenshot(driver: webdriver.Chrome, shot: Path) -> int:
-    """A picture of the whole page (its first MAX_HEIGHT pixels): the viewport as tall as the
-    content, measured in a short window, then again after each resize, which can reflow it.
-    The window is taller than its viewport by the browser's frame. Returns the height."""
+def screenshot(driver: webdriver.Chrome, shot: Path) -> tuple[int, int]:
+    """Pictures of the whole page, to its end: the viewport as tall as the content (at most
+    TILE), measured in a short window, then again after each resize, which can reflow it; a
+    taller page is scrolled one viewport at a time, each view saved (``shot``, then
+    ``<stem>-2.png``, …; the last view ends at the page's end). The window is taller than its
+    viewport by the browser's frame. Returns (the content's height, the number of pictures)."""
     height = MIN_HEIGHT
     driver.set_window_size(WIDTH, height)
     for _ in range(4):
         frame = height - driver.execute_script("return window.innerHeight;")
-        content = min(max(driver.execute_script(HEIGHT_JS), MIN_HEIGHT), MAX_HEIGHT)
-        if height == content + frame:
+        content = max(driver.execute_script(HEIGHT_JS), MIN_HEIGHT)
+        want = min(content, TILE) + frame
+        if height == want:
             break
-        height = content + frame
+        height = want
         driver.set_window_size(WIDTH, height)
-    driver.save_screenshot(str(shot))
-    return content
+    view = driver.execute_script("return window.innerHeight;")
+    content = max(driver.execute_script(HEIGHT_JS), view)
+    for stale in shot.parent.glob(f"{shot.stem}-*.png"):
+        stale.unlink()
+    tops = list(range(0, content - view, view)) + [content - view]
+    for k, top in enumerate(tops):
+        driver.execute_script("window.scrollTo(0, arguments[0]);", top)
+        path = shot if k == 0 else shot.with_name(f"{shot.stem}-{k + 1}.png")
+        driver.save_screenshot(str(path))
+    driver.execute_script("window.scrollTo(0, 0);")
+    return content, len(tops)
 
 
 def make_driver() -> webdriver.Chrome:
@@ -203,12 +246,14 @@ def check(html: Path, screens: Path) -> list[str]:
                 problems += notebook_problems(page, html, st["links"])
             if page == "book/api":
                 problems += api_problems(html)
+            driver.set_window_size(WIDTH, 1000)          # the reader's width
+            problems += [f"{page}: {w}" for w in driver.execute_script(WIDE_JS)]
             shot = screens / (page.replace("/", "_") + ".png")
-            height = screenshot(driver, shot)
+            height, n_shots = screenshot(driver, shot)
             where = shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot
             print(f"{page:34s} maths={st['mjx']:4d} imgs={st['imgs']:2d} "
                   f"prf={st['proofs']:2d} -> {where} ({height} px"
-                  f"{', cut' if height == MAX_HEIGHT else ''})")
+                  f"{f', {n_shots} pictures' if n_shots > 1 else ''})")
     finally:
         driver.quit()
     return problems

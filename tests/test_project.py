@@ -156,6 +156,48 @@ def test_every_chapter_starts_with_the_launch_cell():
         assert first.cell_type == "code" and first.metadata.get("load") == "_launch.py", path.name
 
 
+def test_every_code_cell_fits_the_page():
+    """Every line of every code cell of every chapter is at most 79 columns (the page shows
+    about 75; the library itself keeps its 100), so no cell scrolls sideways."""
+    wide = [f"{path.name}: {len(line)} cols: {line[:50]}"
+            for path in CHAPTERS for cell in jupytext.read(path).cells
+            if cell.cell_type == "code" for line in cell.source.splitlines()
+            if len(line) > 79]
+    assert not wide, "\n".join(wide)
+
+
+def test_the_book_is_short():
+    """Issue 22: at most 3,000 lines of MyST in the chapters and appendices (the API and
+    references pages aside) and at most eight chapters (Part II counts) besides the appendices."""
+    pages = [p for p in (ROOT / "book").glob("*.md") if p.stem not in ("api", "references")]
+    lines = sum(len(p.read_text().splitlines()) for p in pages)
+    assert lines <= 3000, lines
+    toc = (ROOT / "_toc.yml").read_text()
+    parts = re.split(r"^  - caption: ", toc, flags=re.M)[1:]
+    chapters = [f for part in parts if not part.startswith('"Appendices')
+                for f in re.findall(r"file: (\S+)", part)]
+    assert 0 < len(chapters) <= 8, chapters
+
+
+def test_glue_names_are_unique_and_defined():
+    """A glue name is defined by one chapter only, and every ``{glue:text}`` reads one that a
+    ``glue()`` call defines (an f-string name stands for every name it can make)."""
+    defined, used = {}, {}
+    for path in CHAPTERS:
+        text = path.read_text()
+        for name in re.findall(r'glue\(\s*f?"([^"]+)"', text):
+            defined.setdefault(name, set()).add(path.name)
+        for name in re.findall(r"\{glue:text\}`([^`:]+)", text):
+            used.setdefault(name, set()).add(path.name)
+    twice = {n: p for n, p in defined.items() if len(p) > 1 and "{" not in n}
+    assert not twice, twice
+    patterns = [re.compile(re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(n)))
+                for n in defined if "{" in n]
+    undefined = {n: p for n, p in used.items() if n not in defined
+                 and not any(pat.fullmatch(n) for pat in patterns)}
+    assert not undefined, undefined
+
+
 def test_launch_url_is_configured_once_and_filled_by_the_workflow():
     config = (ROOT / "_config.yml").read_text()
     workflow = (ROOT / ".github" / "workflows" / "book.yml").read_text()
