@@ -64,15 +64,15 @@ def cuda_syncs(seen: Counter):
 @contextlib.contextmanager
 def host_reads(seen: Counter):
     """Count the reads of tensor values into Python made directly by spikelib code (the CPU
-    stand-in for :func:`cuda_syncs`)."""
+    stand-in for :func:`cuda_syncs`), by 'file.py:line method' (the tests use it too)."""
     saved = {n: torch.Tensor.__dict__.get(n) for n in READS}
     for name in READS:
         orig = getattr(torch.Tensor, name)
 
-        def wrapped(self, *args, _orig=orig, **kw):
+        def wrapped(self, *args, _orig=orig, _name=name, **kw):
             caller = sys._getframe(1)
             if caller.f_code.co_filename.startswith(PACKAGE):
-                seen[_place(caller.f_code.co_filename, caller.f_lineno)] += 1
+                seen[f"{_place(caller.f_code.co_filename, caller.f_lineno)} {_name}"] += 1
             return _orig(self, *args, **kw)
         setattr(torch.Tensor, name, wrapped)
     try:

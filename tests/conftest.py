@@ -108,35 +108,22 @@ def _inner(op: str, args) -> int:
 def host_reads():
     """A context manager that lists every read of a tensor's value into Python made directly
     by spikelib code (``.item()``, ``.tolist()``, ``bool``/``float``/``int`` of a tensor) — on
-    a GPU each one waits for the device — as 'file.py:line method'."""
+    a GPU each one waits for the device — as 'file.py:line method', filled when the block ends
+    (``gpu/sync_check.py``'s ``host_reads``, the CPU stand-in for its CUDA check)."""
     import contextlib
-    import sys
+    import importlib.util
+    from collections import Counter
 
-    import spikelib
-    package = str(Path(spikelib.__file__).resolve().parent)
-    names = ("item", "tolist", "__bool__", "__float__", "__int__")
+    spec = importlib.util.spec_from_file_location("sync_check", ROOT / "gpu" / "sync_check.py")
+    sync_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync_check)
 
     @contextlib.contextmanager
     def count():
-        seen, saved = [], {n: torch.Tensor.__dict__.get(n) for n in names}
-        for name in names:
-            orig = getattr(torch.Tensor, name)
-
-            def wrapped(self, *args, _orig=orig, _name=name, **kw):
-                frame = sys._getframe(1)
-                if frame.f_code.co_filename.startswith(package):
-                    seen.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} "
-                                f"{_name}")
-                return _orig(self, *args, **kw)
-            setattr(torch.Tensor, name, wrapped)
-        try:
-            yield seen
-        finally:
-            for name, old in saved.items():
-                if old is None:
-                    delattr(torch.Tensor, name)
-                else:
-                    setattr(torch.Tensor, name, old)
+        seen, found = Counter(), []
+        with sync_check.host_reads(seen):
+            yield found
+        found.extend(place for place, n in seen.items() for _ in range(n))
     return count
 
 
