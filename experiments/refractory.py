@@ -102,13 +102,15 @@ def current_hash() -> str:
 
 
 def _hashes(record: dict) -> set:
+    """The source hashes of every segment, with None for one made from a dirty checkout."""
     segs = record.get("segments") or [record.get("provenance") or {}]
-    return {s.get("source_hash") for s in segs} | {(record.get("provenance") or {})
-                                                   .get("source_hash")}
+    return {None if s.get("dirty") is not False else s.get("source_hash")
+            for s in [*segs, record.get("provenance") or {}]}
 
 
 def state(name: str, now: str) -> str:
-    """'done' (result from the sources now), 'resume' (a checkpoint from them), or 'start'."""
+    """'done' (result from the sources now, clean checkout), 'resume' (a checkpoint from them),
+    or 'start'."""
     res = ROOT / "results" / f"{name}.json"
     if res.is_file() and _hashes(json.loads(res.read_text())) == {now}:
         return "done"
@@ -139,20 +141,21 @@ def best_setting(now: str) -> tuple[str, ...] | None:
     return max(scores, key=scores.get) if scores else None
 
 
-def _keep_weights(name: str) -> list[Path]:
-    """Copy runs/<name>/weights.pt to weights/<name>.pt with the provenance beside it."""
-    src = ROOT / "runs" / name / "weights.pt"
+def _keep_weights(name: str, into: Path) -> list[Path]:
+    """Copy runs/<name>/weights.pt to <into>/weights/<name>.pt with the provenance beside it
+    (never into this checkout's tracked weights/: the next run would record a dirty tree)."""
     res = json.loads((ROOT / "results" / f"{name}.json").read_text())
-    dst = ROOT / "weights" / f"{name}.pt"
-    shutil.copyfile(src, dst)
+    dst = into / "weights" / f"{name}.pt"
+    shutil.copyfile(ROOT / "runs" / name / "weights.pt", dst)
     meta = dst.with_suffix(".json")
     meta.write_text(json.dumps({"run": name, "provenance": res["provenance"]}, indent=1) + "\n")
     return [dst, meta]
 
 
 def _commit(paths: list[Path], message: str, into: Path) -> None:
-    """Copy ``paths`` (under ROOT) to the same places under ``into`` and commit them there."""
-    dest = [into / p.relative_to(ROOT) for p in paths]
+    """Copy ``paths`` under ROOT to the same places under ``into``, then commit ``paths`` (and
+    any already there) in ``into``."""
+    dest = [into / p.relative_to(ROOT) if p.is_relative_to(ROOT) else p for p in paths]
     for src, dst in zip(paths, dest):
         if src != dst:
             shutil.copyfile(src, dst)
@@ -198,11 +201,12 @@ def main(args: list[str] | None = None) -> int:
             ok = proc.returncode == 0 and state(name, now) == "done"
             print(f"{time.strftime('%H:%M')} {'done' if ok else 'FAILED'}: {name}", flush=True)
             if ok and (a.commit or a.publish):
+                into = (a.publish or ROOT).resolve()
                 paths = [ROOT / "results" / f"{name}.json"]
                 if seed == 0:
-                    paths += _keep_weights(name)
+                    paths += _keep_weights(name, into)
                 _commit(paths, f"results: {name} (step {step}, CPU profile, final sources)",
-                        (a.publish or ROOT).resolve())
+                        into)
         waiting = [r for r in rows if r[1] not in running and state(r[1], now) != "done"]
         if not waiting and not running:
             print("every planned run is done" + ("" if 4 not in steps or best_setting(now)
