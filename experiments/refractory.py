@@ -118,7 +118,7 @@ def state(name: str, now: str) -> str:
     if ck.is_file():
         import torch
         segs = torch.load(ck, map_location="cpu", weights_only=True).get("segments") or []
-        if segs and {s.get("source_hash") for s in segs} == {now}:
+        if segs and _hashes({"segments": segs, "provenance": segs[-1]}) == {now}:
             return "resume"
     return "start"
 
