@@ -185,19 +185,25 @@ def main(args: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, int, int, int]] = {}   # proc, step, seed, core
     cores = list(range(os.cpu_count() or 1))
+    ended = True                    # plan (read every result and checkpoint) only when needed
     while True:
-        todo = [(step, s, seed) for step, s, seed in plan(best_setting(now)) if step in steps]
-        rows = [(step, run_name(s, seed), s, seed) for step, s, seed in todo]
+        if ended:
+            best = best_setting(now)
+            rows = [(step, run_name(s, seed), s, seed) for step, s, seed in plan(best)
+                    if step in steps]
+            states = {name: state(name, now) for _, name, _, _ in rows}
+            ended = False
         if a.what == "list":
             for step, name, _, _ in rows:
-                print(f"step {step}  {state(name, now):6s}  {name}")
-            if 4 in steps and best_setting(now) is None:
+                print(f"step {step}  {states[name]:6s}  {name}")
+            if 4 in steps and best is None:
                 print("step 4 waits for steps 1-2 (its best frssm setting is chosen on them)")
             return 0
         for name, (proc, step, seed, _) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[name]
+            ended = True
             ok = proc.returncode == 0 and state(name, now) == "done"
             print(f"{time.strftime('%H:%M')} {'done' if ok else 'FAILED'}: {name}", flush=True)
             if ok and (a.commit or a.publish):
@@ -207,14 +213,17 @@ def main(args: list[str] | None = None) -> int:
                     paths += _keep_weights(name, into)
                 _commit(paths, f"results: {name} (step {step}, CPU profile, final sources)",
                         into)
-        waiting = [r for r in rows if r[1] not in running and state(r[1], now) != "done"]
+        if ended:
+            continue                                       # re-plan before starting more
+        waiting = [r for r in rows if r[1] not in running and states[r[1]] != "done"]
         if not waiting and not running:
-            print("every planned run is done" + ("" if 4 not in steps or best_setting(now)
+            print("every planned run is done" + ("" if 4 not in steps or best
                                                  else "; step 4 could not be planned"))
             return 0
         while waiting and len(running) < min(a.jobs, len(cores)):
             step, name, s, seed = waiting.pop(0)
-            how = ["--resume"] if state(name, now) == "resume" else ["--overwrite"]
+            how = ["--resume"] if states[name] == "resume" else ["--overwrite"]
+            states[name] = "running"
             core = next(c for c in cores if c not in {r[3] for r in running.values()})
             cmd = ["taskset", "-c", str(core), sys.executable, "-m", "spikelib.train",
                    *argv(s, seed), *how]
