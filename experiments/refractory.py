@@ -3,6 +3,7 @@
     python experiments/refractory.py list              # every run, in priority order, and its state
     python experiments/refractory.py run --jobs 2      # train what is missing, one core each
     python experiments/refractory.py run --jobs 2 --commit   # and commit each result as it ends
+    python experiments/refractory.py weights --publish ../main   # weights the checkout lacks
 
 Runs record whether the checkout was clean, so run the queue from a clean worktree of the frozen
 sources and publish each finished file into the checkout you work in:
@@ -30,9 +31,10 @@ short):
 
 A run is done when ``results/<run>.json`` exists and was made by the spikelib sources installed
 now (its every segment's source hash); a run with a checkpoint from those sources resumes; any
-other run starts afresh with ``--overwrite``. Seed-0 weights of every setting are copied to
-``weights/<run>.pt`` with their provenance beside them. Step 3 (the signal-level counterpart)
-needs no training: the book measures it on those weights.
+other run starts afresh with ``--overwrite``. Every run's weights are copied to
+``weights/<run>.pt`` with their provenance beside them (``weights`` copies those of runs that
+ended before this was so). Step 3 (the signal-level counterpart) needs no training: the book and
+``experiments/descent.py`` measure it on those weights.
 """
 from __future__ import annotations
 
@@ -145,10 +147,18 @@ def best_setting(now: str) -> tuple[str, ...] | None:
 
 def _keep_weights(name: str, into: Path) -> list[Path]:
     """Copy runs/<name>/weights.pt to <into>/weights/<name>.pt with the provenance beside it
-    (never into this checkout's tracked weights/: the next run would record a dirty tree)."""
+    (never into this checkout's tracked weights/: the next run would record a dirty tree);
+    nothing if those weights are not the ones its result file was made with."""
+    import torch
     res = json.loads((ROOT / "results" / f"{name}.json").read_text())
+    src = ROOT / "runs" / name / "weights.pt"
+    if not src.is_file() or torch.load(src, map_location="cpu", weights_only=True)[
+            "meta"].get("provenance") != res["provenance"]:
+        print(f"weights of {name}: missing or not those of its result; not copied",
+              file=sys.stderr)
+        return []
     dst = into / "weights" / f"{name}.pt"
-    shutil.copyfile(ROOT / "runs" / name / "weights.pt", dst)
+    shutil.copyfile(src, dst)
     meta = dst.with_suffix(".json")
     meta.write_text(json.dumps({"run": name, "provenance": res["provenance"]}, indent=1) + "\n")
     return [dst, meta]
@@ -173,7 +183,9 @@ def _commit(paths: list[Path], message: str, into: Path) -> None:
 
 def main(args: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=("list", "run"))
+    p.add_argument("what", choices=("list", "run", "weights"),
+                   help="list the plan; run it; or copy the weights of done runs that "
+                        "--publish CHECKOUT lacks and commit them there")
     p.add_argument("--jobs", type=int, default=2, help="runs at once, one core each")
     p.add_argument("--steps", default="1,2,4,5", help="which steps (comma-separated)")
     p.add_argument("--commit", action="store_true", help="git-commit each finished result")
@@ -195,13 +207,23 @@ def main(args: list[str] | None = None) -> int:
                     if step in steps]
             states = {name: state(name, now) for _, name, _, _ in rows}
             ended = False
+        if a.what == "weights":
+            into = (a.publish or ROOT).resolve()
+            paths = [q for _, name, _, _ in rows if states[name] == "done"
+                     and not (into / "weights" / f"{name}.pt").is_file()
+                     for q in _keep_weights(name, into)]
+            if paths:
+                _commit(paths, f"weights: {len(paths) // 2} finished runs (their result files "
+                               "are committed)", into)
+            print(f"copied the weights of {len(paths) // 2} runs into {into}")
+            return 0
         if a.what == "list":
             for step, name, _, _ in rows:
                 print(f"step {step}  {states[name]:6s}  {name}")
             if 4 in steps and best is None:
                 print("step 4 waits for steps 1-2 (its best frssm setting is chosen on them)")
             return 0
-        for name, (proc, step, seed, _) in list(running.items()):
+        for name, (proc, step, _, _) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[name]
@@ -210,9 +232,7 @@ def main(args: list[str] | None = None) -> int:
             print(f"{time.strftime('%H:%M')} {'done' if ok else 'FAILED'}: {name}", flush=True)
             if ok and (a.commit or a.publish):
                 into = (a.publish or ROOT).resolve()
-                paths = [ROOT / "results" / f"{name}.json"]
-                if seed == 0:
-                    paths += _keep_weights(name, into)
+                paths = [ROOT / "results" / f"{name}.json", *_keep_weights(name, into)]
                 _commit(paths, f"results: {name} (step {step}, CPU profile, final sources)",
                         into)
         if ended:

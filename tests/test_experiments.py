@@ -1,0 +1,89 @@
+"""The experiment scripts of «Settle the refractory question» (experiments/), at tiny sizes."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from spikelib.checkpoint import save_weights
+from spikelib.models import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _weights(tmp_path: Path, name: str, **kw) -> Path:
+    torch.manual_seed(0)
+    model = build(name, d_input=1, n_classes=10, d_model=8, n_layers=1, d_state=4, **kw)
+    return save_weights(tmp_path / f"{name}.pt", model, {"run": f"tiny-{name}"})
+
+
+def test_descent_slope_of_an_exact_gradient_is_its_norm(tmp_path):
+    """S4D has an exact gradient: the central-difference slope along -g/|g| equals |g| to
+    second order in eps, and a random direction's slope is far smaller."""
+    descent = _script("descent")
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 24, 1, generator=g), torch.randint(0, 10, (16,), generator=g)
+    row = descent.measure(_weights(tmp_path, "s4d"), x, y, [1e-3, 1e-2], 2, 0)
+    assert row["model"] == "s4d" and row["grad_norm"] > 0
+    for slope in row["slope"]:
+        assert slope / row["grad_norm"] == pytest.approx(1.0, abs=0.05)
+    assert max(abs(s) for r in row["random_slope"] for s in r) < 0.5 * row["grad_norm"]
+
+
+def test_descent_file_keeps_measured_entries(tmp_path, capsys):
+    """The file carries provenance; a second run keeps what it measured, --overwrite re-measures,
+    and a different batch size drops the old entries (never pooled)."""
+    descent = _script("descent")
+    w, out = _weights(tmp_path, "frssm"), tmp_path / "descent.json"
+    args = [str(w), "--n", "4", "--eps", "0.01", "--random", "1", "--out", str(out)]
+    assert descent.main(args) == 0
+    d = json.loads(out.read_text())
+    assert d["provenance"]["source_hash"] and len(d["entries"]) == 1
+    entry = d["entries"][0]
+    assert entry["run"] == "tiny-frssm" and len(entry["slope"]) == 1 and entry["n"] == 4
+    capsys.readouterr()
+    descent.main(args)
+    assert "kept" in capsys.readouterr().out
+    descent.main([*args, "--overwrite"])
+    assert "measured" in capsys.readouterr().out
+    descent.main([*args[:2], "8", *args[3:]])
+    text = capsys.readouterr().out
+    assert "measured" in text and "1 earlier ones not kept" in text
+    with pytest.raises(SystemExit):
+        descent.main([*args, "--eps", "0"])
+
+
+def test_refractory_queue_copies_only_the_weights_of_its_result(tmp_path, monkeypatch):
+    """Weights are published only when their provenance is the result file's: a re-made run
+    whose result was lost must not pass off its weights as those of the older result."""
+    queue = _script("refractory")
+    monkeypatch.setattr(queue, "ROOT", tmp_path)
+    into = tmp_path / "checkout"
+    (into / "weights").mkdir(parents=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    prov = {"commit": "c0ffee", "source_hash": "abc", "date": "2026-12-06T00:00:00+00:00"}
+    (tmp_path / "results" / "r.json").write_text(json.dumps({"provenance": prov}))
+    model = build("s4d", d_input=1, n_classes=10, d_model=8, n_layers=1, d_state=4)
+    save_weights(tmp_path / "runs" / "r" / "weights.pt", model, {"provenance": {**prov,
+                                                                                 "date": "later"}})
+    assert queue._keep_weights("r", into) == []
+    assert not (into / "weights" / "r.pt").exists()
+    save_weights(tmp_path / "runs" / "r" / "weights.pt", model, {"provenance": prov})
+    pt, meta = queue._keep_weights("r", into)
+    assert pt.is_file() and json.loads(meta.read_text())["provenance"] == prov
