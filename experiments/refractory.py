@@ -152,8 +152,11 @@ def _keep_weights(name: str, into: Path) -> list[Path]:
     import torch
     res = json.loads((ROOT / "results" / f"{name}.json").read_text())
     src = ROOT / "runs" / name / "weights.pt"
-    if not src.is_file() or torch.load(src, map_location="cpu", weights_only=True)[
-            "meta"].get("provenance") != res["provenance"]:
+    def identity(prov: dict | None) -> list:         # which run it was, not notes added later
+        return [(prov or {}).get(k) for k in ("commit", "command", "date", "source_hash")]
+
+    if not src.is_file() or identity(torch.load(src, map_location="cpu", weights_only=True)[
+            "meta"].get("provenance")) != identity(res["provenance"]):
         print(f"weights of {name}: missing or not those of its result; not copied",
               file=sys.stderr)
         return []

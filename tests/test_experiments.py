@@ -85,5 +85,6 @@ def test_refractory_queue_copies_only_the_weights_of_its_result(tmp_path, monkey
     assert queue._keep_weights("r", into) == []
     assert not (into / "weights" / "r.pt").exists()
     save_weights(tmp_path / "runs" / "r" / "weights.pt", model, {"provenance": prov})
-    pt, meta = queue._keep_weights("r", into)
-    assert pt.is_file() and json.loads(meta.read_text())["provenance"] == prov
+    (tmp_path / "results" / "r.json").write_text(json.dumps({"provenance": {**prov, "note": 1}}))
+    pt, meta = queue._keep_weights("r", into)                  # a note added to the result
+    assert pt.is_file() and json.loads(meta.read_text())["provenance"]["date"] == prov["date"]
