@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no weights files: pass some, or commit weights/fmnist-*-cpu-*.pt")
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)
+    prov = provenance(device="cpu")          # at the start: the tree as it was when measured
     now = source_hash(source_files())
     setup = {"n": a.n, "eps": a.eps, "random": a.random, "seed": a.seed, "source_hash": now}
     old = json.loads(a.out.read_text()) if a.out.is_file() and not a.overwrite else {}
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measured  {path.name}: slope / |g| at eps {a.eps}: {ratio}; random: {noise} "
               f"({row['seconds']:.0f} s)", flush=True)
     write_result(a.out, {"kind": "descent", "dataset": "fmnist", **setup, "entries": entries,
-                         "provenance": provenance(device="cpu")})
+                         "provenance": prov})
     dropped = len(old.get("entries", [])) - (len(entries) - measured)
     print(f"wrote {a.out}: {len(entries)} entries, {measured} measured"
           + (f", {dropped} earlier ones not kept (other weights or settings)" if dropped else ""))
