@@ -2,6 +2,7 @@
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -45,10 +46,18 @@ def test_descent_slope_of_an_exact_gradient_is_its_norm(tmp_path):
     assert max(abs(s) for r in row["random_slope"] for s in r) < 0.5 * row["grad_norm"]
 
 
-def test_descent_file_keeps_measured_entries(tmp_path, capsys):
+def test_descent_file_keeps_measured_entries(tmp_path, capsys, monkeypatch):
     """The file carries provenance; a second run keeps what it measured, --overwrite re-measures,
-    and a different batch size drops the old entries (never pooled)."""
+    and a different batch size drops the old entries (never pooled). Short random sequences
+    stand in for Fashion-MNIST."""
     descent = _script("descent")
+
+    def batch(idx):
+        g = torch.Generator().manual_seed(len(idx))
+        return torch.randn(len(idx), 24, 1, generator=g), torch.randint(0, 10, (len(idx),),
+                                                                         generator=g)
+    monkeypatch.setattr(descent.data, "load", lambda name: SimpleNamespace(
+        train=SimpleNamespace(batch=batch)))
     w, out = _weights(tmp_path, "frssm"), tmp_path / "descent.json"
     args = [str(w), "--n", "4", "--eps", "0.01", "--random", "1", "--out", str(out)]
     assert descent.main(args) == 0
