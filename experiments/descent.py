@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from spikelib import data
 from spikelib.checkpoint import load_weights
-from spikelib.provenance import provenance, source_files, source_hash
+from spikelib.provenance import provenance
 from spikelib.resultfiles import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,11 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     paths = a.weights or sorted((ROOT / "weights").glob("fmnist-*-cpu-*.pt"))
     if not paths:
         p.error("no weights files: pass some, or commit weights/fmnist-*-cpu-*.pt")
-    torch.manual_seed(a.seed)
     torch.set_num_threads(1)
     prov = provenance(device="cpu")          # at the start: the tree as it was when measured
-    now = source_hash(source_files())
-    setup = {"n": a.n, "eps": a.eps, "random": a.random, "seed": a.seed, "source_hash": now}
+    setup = {"n": a.n, "eps": a.eps, "random": a.random, "seed": a.seed,
+             "source_hash": prov["source_hash"]}
     old = json.loads(a.out.read_text()) if a.out.is_file() and not a.overwrite else {}
     keep = {e["weights_sha"]: e for e in old.get("entries", [])
             if {k: e.get(k) for k in setup} == setup}

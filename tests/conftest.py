@@ -111,12 +111,9 @@ def host_reads():
     a GPU each one waits for the device — as 'file.py:line method', filled when the block ends
     (``gpu/sync_check.py``'s ``host_reads``, the CPU stand-in for its CUDA check)."""
     import contextlib
-    import importlib.util
     from collections import Counter
 
-    spec = importlib.util.spec_from_file_location("sync_check", ROOT / "gpu" / "sync_check.py")
-    sync_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sync_check)
+    sync_check = load_script("sync_check", "gpu")
 
     @contextlib.contextmanager
     def count():
@@ -127,15 +124,16 @@ def host_reads():
     return count
 
 
-def load_script(name: str):
-    """``benchmarks/<name>.py`` as a module (the scripts import their ``_bench`` helpers from
-    that folder, so it goes on ``sys.path``). ``from conftest import load_script``."""
+def load_script(name: str, folder: str = "benchmarks"):
+    """``<folder>/<name>.py`` (benchmarks, gpu, experiments) as a module, its folder on
+    ``sys.path`` as when run as a script (the benchmarks import their ``_bench`` helpers from
+    it). ``from conftest import load_script``."""
     import importlib.util
     import sys
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}",
-                                                  ROOT / "benchmarks" / f"{name}.py")
+    if str(ROOT / folder) not in sys.path:
+        sys.path.insert(0, str(ROOT / folder))
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}",
+                                                  ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

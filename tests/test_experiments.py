@@ -1,5 +1,4 @@
 """The experiment scripts of «Settle the refractory question» (experiments/), at tiny sizes."""
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -7,17 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import load_script
 from spikelib.checkpoint import save_weights
 from spikelib.models import build
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +27,7 @@ def _weights(tmp_path: Path, name: str, **kw) -> Path:
 def test_descent_slope_of_an_exact_gradient_is_its_norm(tmp_path):
     """S4D has an exact gradient: the central-difference slope along -g/|g| equals |g| to
     second order in eps, and a random direction's slope is far smaller."""
-    descent = _script("descent")
+    descent = load_script("descent", "experiments")
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 24, 1, generator=g), torch.randint(0, 10, (16,), generator=g)
     row = descent.measure(_weights(tmp_path, "s4d"), x, y, [1e-3, 1e-2], 2, 0)
@@ -50,7 +41,7 @@ def test_descent_file_keeps_measured_entries(tmp_path, capsys, monkeypatch):
     """The file carries provenance; a second run keeps what it measured, --overwrite re-measures,
     and a different batch size drops the old entries (never pooled). Short random sequences
     stand in for Fashion-MNIST."""
-    descent = _script("descent")
+    descent = load_script("descent", "experiments")
 
     def batch(idx):
         g = torch.Generator().manual_seed(len(idx))
@@ -80,7 +71,7 @@ def test_descent_file_keeps_measured_entries(tmp_path, capsys, monkeypatch):
 def test_refractory_queue_copies_only_the_weights_of_its_result(tmp_path, monkeypatch):
     """Weights are published only when their provenance is the result file's: a re-made run
     whose result was lost must not pass off its weights as those of the older result."""
-    queue = _script("refractory")
+    queue = load_script("refractory", "experiments")
     monkeypatch.setattr(queue, "ROOT", tmp_path)
     into = tmp_path / "checkout"
     (into / "weights").mkdir(parents=True)

@@ -10,7 +10,6 @@ traceback: an ImportError inside a stage fails here, not on the GPU. The whole f
 minutes of one idle CPU core (longer when other processes share it).
 """
 import gzip
-import importlib.util
 import json
 import os
 import re
@@ -24,21 +23,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "gpu" / "runbook.sh"
 
 
-def load_gpu(name: str):
-    """``gpu/<name>.py`` as a module (its folder on ``sys.path``, as when run as a script)."""
-    if str(ROOT / "gpu") not in sys.path:
-        sys.path.insert(0, str(ROOT / "gpu"))
-    spec = importlib.util.spec_from_file_location(f"gpu_{name}", ROOT / "gpu" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FP = load_gpu("plan")
+FP = load_script("plan", "gpu")
 
 
 def write_fake_fmnist(folder: Path, n_train: int = 300, n_test: int = 100) -> Path:
@@ -297,7 +288,7 @@ def test_full_profile_weights_fit_the_returned_files():
 def test_probe_reports_a_failure_without_blocking_the_others(tmp_path):
     """A probe that raises writes ok: false with the error, marks both barriers for itself (so
     the other probes do not wait for it) and exits 1; the plan then leaves its run out."""
-    fmnist_probe = load_gpu("probe")
+    fmnist_probe = load_script("probe", "gpu")
     args = ["--name", "bad", "--report", str(tmp_path / "bad.json"), "--sync",
             str(tmp_path / "sync"), "--expect", "2", "--", "--model", "nosuch"]
     assert fmnist_probe.main(args) == 1            # argparse: invalid choice for --model
@@ -324,7 +315,7 @@ def test_fmnist_stage_without_data_fails_clearly(tmp_path):
 def test_verify_fails_loudly(tmp_path, monkeypatch, capsys):
     """A check that fails, one that raises and one that never started (out of time) each make
     the exit status 1 and are named in ``failed``; the file is written all the same."""
-    verify = load_gpu("verify")
+    verify = load_script("verify", "gpu")
     seen = []
 
     def sync(device, s, a):              # the file names the check under way (a kill keeps it)
@@ -354,7 +345,7 @@ def test_verify_fails_loudly(tmp_path, monkeypatch, capsys):
 def test_verify_reads_the_residual_dtype():
     """The hooks see what each block hands on: a block that returns bf16 is reported so."""
     from spikelib.models import build
-    verify = load_gpu("verify")
+    verify = load_script("verify", "gpu")
     model = build("frssm", d_input=1, n_classes=2, d_model=8, n_layers=2, d_state=4)
     forward = model.layers[1].forward
     model.layers[1].forward = lambda x: tuple(t.bfloat16() for t in forward(x))
@@ -372,7 +363,7 @@ def test_sync_check_counts_reads_per_step_on_cpu(monkeypatch):
     """On CPU the stand-in counts spikelib's reads of tensor values: none per training step as
     train.py runs it (one read of the epoch's sums), but the modules' NaN scans, switched on,
     read once per step and are reported."""
-    sync_check = load_gpu("sync_check")
+    sync_check = load_script("sync_check", "gpu")
     methods = {n: getattr(torch.Tensor, n) for n in sync_check.READS}
     found = sync_check.check("cpu", models=("frssm",), steps=3, batch=4, length=16, d_model=8)
     assert found["frssm"]["ok"] and found["frssm"]["syncs"] >= 1
