@@ -88,3 +88,31 @@ def test_refractory_queue_copies_only_the_weights_of_its_result(tmp_path, monkey
     (tmp_path / "results" / "r.json").write_text(json.dumps({"provenance": {**prov, "note": 1}}))
     pt, meta = queue._keep_weights("r", into)                  # a note added to the result
     assert pt.is_file() and json.loads(meta.read_text())["provenance"]["date"] == prov["date"]
+
+
+def test_descent_other_gradient_rule_is_its_own_entry(tmp_path, capsys, monkeypatch):
+    """--refractory-grad measures the same spikingFRssm weights under another rule: the same
+    loss (one forward pass), another gradient; both entries stay in the file, entries of
+    weights not named in a call stay, and weights without a refractory spike are skipped."""
+    descent = load_script("descent", "experiments")
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(8, 24, 1, generator=g), torch.randint(0, 10, (8,), generator=g)
+    monkeypatch.setattr(descent.data, "load", lambda name: SimpleNamespace(
+        train=SimpleNamespace(batch=lambda idx: (x[idx], y[idx]))))
+    fr = _weights(tmp_path, "frssm", theta_init=0.05, refractory=2)
+    s4d, out = _weights(tmp_path, "s4d"), tmp_path / "descent.json"
+    args = ["--n", "8", "--eps", "0.01", "--random", "0", "--out", str(out)]
+    descent.main([str(fr), str(s4d), *args])
+    descent.main([str(fr), *args, "--refractory-grad", "straight_through"])
+    descent.main([str(s4d), *args, "--refractory-grad", "fired"])
+    assert "skipped   s4d.pt" in capsys.readouterr().out
+    entries = {(e["weights"], e["grad_rule"]): e
+               for e in json.loads(out.read_text())["entries"]}
+    assert set(entries) == {("frssm.pt", None), ("frssm.pt", "straight_through"),
+                            ("s4d.pt", None)}
+    own, st = entries["frssm.pt", None], entries["frssm.pt", "straight_through"]
+    assert own["refractory_grad"] == st["refractory_grad"] == "mask"
+    assert own["loss"] == pytest.approx(st["loss"], rel=1e-6)
+    assert own["grad_norm"] != pytest.approx(st["grad_norm"], rel=1e-3)
+    descent.main([str(fr), *args, "--refractory-grad", "mask"])     # its own rule: kept
+    assert "kept      frssm.pt" in capsys.readouterr().out
