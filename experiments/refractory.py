@@ -22,7 +22,8 @@ short):
    4) and the penalty (lambda 0.3, 3); theta frozen (theta_lr = 0) at R = 0 and R = 2; pssm with
    lambda 0.3 and 3; and R = 2 with the gradient passed only where a spike was emitted
    (``refractory_grad=fired``, the library's rule before it passed it wherever the neuron is
-   free);
+   free) and everywhere (``straight_through``: the steepest direction per unit step on the
+   R = 2 weights, ``experiments/descent.py``);
 4. the gap against width (d_model 64: s4d, frssm at its defaults, the best frssm setting within a
    firing rate of 0.15 chosen on validation, pssm with lambda = 1, seeds 0-2; d_model 128: the
    same, seeds 0-2 for s4d and the best setting, seed 0 for the other two), then against
@@ -69,7 +70,8 @@ STEP2 = [_setting("frssm", *FRSSM_R0, "--set", f"theta_init={t}") for t in (2.0,
     _setting("frssm", *FRSSM_R0, "--set", "theta_lr=0.0"),
     _setting("frssm", "--set", "theta_lr=0.0")] + [
     _setting("pssm", "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)] + [
-    _setting("frssm", "--set", "refractory_grad=fired")]     # the gradient only where it fired
+    _setting("frssm", "--set", f"refractory_grad={g}")     # R = 2 under the other two rules
+    for g in ("fired", "straight_through")]
 
 
 def plan(best: tuple[str, ...] | None) -> list[tuple[int, tuple[str, ...], int]]:
