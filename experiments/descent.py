@@ -74,10 +74,12 @@ def refractory_spikes(model) -> list[FixedRefractorySpike]:
     return [m for m in model.modules() if isinstance(m, FixedRefractorySpike)]
 
 
-def measure(path: Path, x, y, eps, n_random: int, seed: int, rule: str | None = None) -> dict:
+def measure(path: Path, x, y, eps, n_random: int, seed: int, rule: str | None = None,
+            loaded: tuple | None = None) -> dict:
     """One entry: loss, |g|, the slopes along -g/|g| and along random directions; ``rule``
-    replaces the refractory gradient rule of every spikingFRssm spike (None: the model's own)."""
-    model, meta = load_weights(path)
+    replaces the refractory gradient rule of every spikingFRssm spike (None: the model's own);
+    ``loaded``: ``load_weights(path)`` when the caller has it already."""
+    model, meta = loaded or load_weights(path)
     model.eval()
     for m in refractory_spikes(model):
         m.grad = rule or m.grad
@@ -135,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         return {k: e.get(k) for k in setup} == setup and any(
             (d / e["weights"]).is_file() and sha256(d / e["weights"]) == e["weights_sha"]
             for d in folders)
-    kept = {(e["weights"], e.get("grad_rule")): e for e in old if unchanged(e)}
+    fresh = [e for e in old if unchanged(e)]
+    kept = {(e["weights"], e.get("grad_rule")): e for e in fresh}
     x, y = data.load("fmnist").train.batch(torch.arange(a.n))
     measured = 0
     for path in paths:
-        rule = a.refractory_grad
+        rule, loaded = a.refractory_grad, None
         if rule:
-            model = load_weights(path)[0]
+            loaded = load_weights(path)
+            model = loaded[0]
             if not refractory_spikes(model):
                 print(f"skipped   {path.name}: no refractory spike for --refractory-grad")
                 continue
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if key in kept and not a.overwrite:
             print(f"kept      {path.name}" + (f" ({rule})" if rule else ""))
             continue
-        row = measure(path, x.float(), y, a.eps, a.random, a.seed, rule)
+        row = measure(path, x.float(), y, a.eps, a.random, a.seed, rule, loaded)
         kept[key] = {"weights": path.name, "weights_sha": sha256(path), **setup, **row}
         measured += 1
         ratio = " ".join(f"{v / row['grad_norm']:+.2f}" for v in row["slope"])
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = sorted(kept.values(), key=lambda e: (e["weights"], e.get("grad_rule") or ""))
     write_result(a.out, {"kind": "descent", "dataset": "fmnist", **setup, "entries": entries,
                          "provenance": prov})
-    dropped = sum(not unchanged(e) for e in old)
+    dropped = len(old) - len(fresh)
     print(f"wrote {a.out}: {len(entries)} entries, {measured} measured"
           + (f", {dropped} earlier ones not kept (other weights or settings)" if dropped else ""))
     return 0
