@@ -19,11 +19,11 @@ short):
    ablation R in {0, 1, 4, 8} (R = 2 is the default), the rate penalty lambda = 1 for pssm and for
    frssm at R = 0;
 2. sparsifiers at equal firing rates (frssm, H = 32): at R = 0 a higher threshold (theta_init 2,
-   4) and the penalty (lambda 0.3, 3); theta frozen (theta_lr = 0) at R = 0 and R = 2; pssm with
-   lambda 0.3 and 3; and R = 2 with the gradient passed only where a spike was emitted
+   4) and the penalty (lambda 0.3, 3); theta frozen (theta_lr = 0) at R = 0 and R = 2; R = 2
+   with the gradient passed everywhere (``straight_through``: the steepest direction per unit
+   step on the R = 2 weights, ``experiments/descent.py``) and only where a spike was emitted
    (``refractory_grad=fired``, the library's rule before it passed it wherever the neuron is
-   free) and everywhere (``straight_through``: the steepest direction per unit step on the
-   R = 2 weights, ``experiments/descent.py``);
+   free); then pssm with lambda 0.3 and 3 (spikingFRssm's levers first);
 4. the gap against width (d_model 64: s4d, frssm at its defaults, the best frssm setting within a
    firing rate of 0.15 chosen on validation, pssm with lambda = 1, seeds 0-2; d_model 128: the
    same, seeds 0-2 for s4d and the best setting, seed 0 for the other two), then against
@@ -69,9 +69,9 @@ STEP2 = [_setting("frssm", *FRSSM_R0, "--set", f"theta_init={t}") for t in (2.0,
     _setting("frssm", *FRSSM_R0, "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)] + [
     _setting("frssm", *FRSSM_R0, "--set", "theta_lr=0.0"),
     _setting("frssm", "--set", "theta_lr=0.0")] + [
-    _setting("pssm", "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)] + [
     _setting("frssm", "--set", f"refractory_grad={g}")     # R = 2 under the other two rules
-    for g in ("fired", "straight_through")]
+    for g in ("straight_through", "fired")] + [
+    _setting("pssm", "--set", f"rate_penalty={lam}") for lam in (0.3, 3.0)]
 
 
 def plan(best: tuple[str, ...] | None) -> list[tuple[int, tuple[str, ...], int]]:
