@@ -35,8 +35,9 @@ $(DATA)/FashionMNIST/raw/t10k-labels-idx1-ubyte:
 	mkdir -p $(DATA)/FashionMNIST/raw
 	for f in $(FMNIST_SRC)/*-ubyte.gz; do gunzip -c $$f > $(DATA)/FashionMNIST/raw/$$(basename $$f .gz); done
 
+# --all: pages read results/*.json, which Sphinx does not track, so every page is re-executed.
 book: $(STAMP) data
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # ruff (rules in pyproject.toml); no block of 5 or more similar lines repeated in spikelib/;
 # the publishing workflow against GitHub's workflow schema (vendored in check-jsonschema: offline).
