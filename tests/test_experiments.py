@@ -116,3 +116,40 @@ def test_descent_other_gradient_rule_is_its_own_entry(tmp_path, capsys, monkeypa
     assert own["grad_norm"] != pytest.approx(st["grad_norm"], rel=1e-3)
     descent.main([str(fr), *args, "--refractory-grad", "mask"])     # its own rule: kept
     assert "kept      frssm.pt" in capsys.readouterr().out
+
+
+def test_swap_warm_start_gives_back_its_run_and_thins_the_first_layer(tmp_path, capsys,
+                                                                        monkeypatch):
+    """experiments/swap.py: at its own R a weights file scores its recorded test accuracy (else
+    it stops); a longer refractory period only removes the first layer's spikes; with no tuning
+    epoch at its own R the weights stay what they were; a second call keeps the entry and other
+    tuning settings measure it again. Short random sequences stand in for Fashion-MNIST."""
+    from spikelib.data import SequenceDataset
+    swap = load_script("swap", "experiments")
+    g = torch.Generator().manual_seed(5)
+    sets = [SequenceDataset(torch.randn(n, 24, 1, generator=g),
+                            torch.randint(0, 10, (n,), generator=g)) for n in (24, 8, 16)]
+    monkeypatch.setattr(swap.data, "load", lambda name: SimpleNamespace(
+        train=sets[0], val=sets[1], test=sets[2]))
+    torch.manual_seed(0)
+    model = build("frssm", d_input=1, n_classes=10, d_model=8, n_layers=2, d_state=4,
+                  refractory=0, theta_init=0.05)
+    acc = swap.scored(model, sets[2], 8)["acc"]
+    meta = {"run": "tiny", "provenance": {"command": "python -m spikelib.train --seed 1"}}
+    w = save_weights(tmp_path / "frssm.pt", model, {**meta, "test_acc": acc})
+    out = tmp_path / "swap.json"
+    args = [str(w), "--batch", "8", "--out", str(out)]
+    assert swap.main([*args, "--R", "2"]) == 0
+    (e,) = json.loads(out.read_text())["entries"]
+    assert e["own"]["acc"] == acc and e["trained_R"] == 0 and e["seed"] == 1
+    assert e["swapped"]["firing_rate"][0] < e["own"]["firing_rate"][0]
+    assert len(e["tune_history"]) == 1 and 0 <= e["tuned"]["acc"] <= 1
+    capsys.readouterr()
+    swap.main([*args, "--R", "2"])
+    assert capsys.readouterr().out.startswith("kept frssm.pt")
+    swap.main([*args, "--R", "0", "--tune-epochs", "0"])
+    (e,) = json.loads(out.read_text())["entries"]
+    assert e["R"] == 0 and e["tuned"] == e["swapped"] == e["own"]
+    save_weights(w, model, {**meta, "test_acc": acc + 0.5})
+    with pytest.raises(SystemExit, match="not the"):
+        swap.main([*args, "--overwrite"])
