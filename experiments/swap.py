@@ -1,7 +1,7 @@
 """Can an R = 2 spikingFRssm reach what the rate penalty's network reaches? A warm start.
 
     python experiments/swap.py                  # H = 32, seeds 0-2: the penalty's and R = 2's
-    python experiments/swap.py weights/fmnist-frssm-cpu-s1.pt --tune-epochs 2
+    python experiments/swap.py weights/fmnist-frssm-cpu-s1.pt --tune-epochs 2 --out two.json
 
 At the same firing rate spikingFRssm trains to a lower accuracy with a refractory period (R = 2)
 than with the rate penalty at R = 0, and fits its training set worse. Either no R = 2 network
@@ -9,13 +9,15 @@ of this size does as well (what it can express), or training from scratch does n
 (optimisation). For each weights file: run it with every refractory period set to ``--R``
 (nothing retrained), then train it ``--tune-epochs`` more at that R, without the rate penalty
 (R = 2's own objective), at ``--lr`` on a cosine schedule. The penalty's weights tuned so are an
-R = 2 network: if they score above R = 2 trained from scratch, R = 2 can express more than its
-training finds. R = 2's own weights tuned the same way are the control: what the extra epoch
-alone is worth. Each file is first run at its own R, which must give back its recorded test
-accuracy (the same weights, data and batches).
+R = 2 network: if they score above R = 2's own weights tuned alike (the control), R = 2 can
+express more than its training finds; a lower score settles nothing (one epoch from a broken
+start, at another rate). The control says what the extra epoch alone is worth. Each file is
+first run at its own R, which must give back its recorded test accuracy (the same weights,
+data and batches).
 
-Writes ``results/swap-cpu.json`` after each weights file (a stopped call resumes: files already
-measured with the same settings are kept; ``--overwrite`` measures them again).
+Writes ``--out`` after each weights file, one entry per file: a file already measured with the
+same settings is kept (a stopped call resumes; ``--overwrite`` measures it again), another
+setting replaces that file's entry, and the entries of files not named stay.
 """
 from __future__ import annotations
 
@@ -91,9 +93,15 @@ def measure(path: Path, splits, R: int, epochs: int, lr: float, batch: int, log)
 
 
 def _flag(meta: dict, flag: str, default):
-    """The value of ``flag`` in the command that trained the weights (else ``default``)."""
+    """The value of ``flag`` (``--flag v`` or ``--flag=v``) in the command that trained the
+    weights, else ``default``."""
     cmd = meta["provenance"]["command"].split()
-    return cmd[cmd.index(flag) + 1] if flag in cmd else default
+    for i, word in enumerate(cmd):
+        if word == flag and i + 1 < len(cmd):
+            return cmd[i + 1]
+        if word.startswith(flag + "="):
+            return word.split("=", 1)[1]
+    return default
 
 
 def _mean(xs) -> float:
@@ -108,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--R", type=int, default=2, help="the refractory period to run and tune at")
     p.add_argument("--tune-epochs", type=int, default=1, help="epochs of training at --R")
     p.add_argument("--lr", type=float, default=1e-3,
-                   help="peak learning rate of the tuning (training's was 0.01)")
+                   help="peak learning rate of the tuning (training's was 0.01; S4D parameters "
+                        "keep their own, 1e-3, in both)")
     p.add_argument("--batch", type=int, default=64, help="the CPU profile's batch (as trained)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "swap-cpu.json")
     p.add_argument("--overwrite", action="store_true", help="measure files already in --out")
@@ -124,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     setup = {"R": a.R, "tune_epochs": a.tune_epochs, "lr": a.lr, "batch": a.batch,
              "source_hash": prov["source_hash"]}
     old = json.loads(a.out.read_text()) if a.out.is_file() else {}
-    kept = {e["weights"]: e for e in old.get("entries", [])
-            if {k: e.get(k) for k in setup} == setup}
+    kept = {e["weights"]: e for e in old.get("entries", [])}
     splits = data.load("fmnist")
     for path in paths:
-        if path.name in kept and not a.overwrite:
+        same = path.name in kept and {k: kept[path.name].get(k) for k in setup} == setup
+        if same and not a.overwrite:
             print(f"kept {path.name}")
             continue
         row = measure(path, splits, a.R, a.tune_epochs, a.lr, a.batch,

@@ -122,8 +122,9 @@ def test_swap_warm_start_gives_back_its_run_and_thins_the_first_layer(tmp_path, 
                                                                         monkeypatch):
     """experiments/swap.py: at its own R a weights file scores its recorded test accuracy (else
     it stops); a longer refractory period only removes the first layer's spikes; with no tuning
-    epoch at its own R the weights stay what they were; a second call keeps the entry and other
-    tuning settings measure it again. Short random sequences stand in for Fashion-MNIST."""
+    epoch at its own R the weights stay what they were; a second call keeps the entry, other
+    tuning settings measure it again, and a call on another file keeps it. Short random sequences
+    stand in for Fashion-MNIST."""
     from spikelib.data import SequenceDataset
     swap = load_script("swap", "experiments")
     g = torch.Generator().manual_seed(5)
@@ -135,7 +136,7 @@ def test_swap_warm_start_gives_back_its_run_and_thins_the_first_layer(tmp_path, 
     model = build("frssm", d_input=1, n_classes=10, d_model=8, n_layers=2, d_state=4,
                   refractory=0, theta_init=0.05)
     acc = swap.scored(model, sets[2], 8)["acc"]
-    meta = {"run": "tiny", "provenance": {"command": "python -m spikelib.train --seed 1"}}
+    meta = {"run": "tiny", "provenance": {"command": "python -m spikelib.train --seed=1"}}
     w = save_weights(tmp_path / "frssm.pt", model, {**meta, "test_acc": acc})
     out = tmp_path / "swap.json"
     args = [str(w), "--batch", "8", "--out", str(out)]
@@ -147,9 +148,13 @@ def test_swap_warm_start_gives_back_its_run_and_thins_the_first_layer(tmp_path, 
     capsys.readouterr()
     swap.main([*args, "--R", "2"])
     assert capsys.readouterr().out.startswith("kept frssm.pt")
-    swap.main([*args, "--R", "0", "--tune-epochs", "0"])
+    swap.main([*args, "--R", "0", "--tune-epochs", "0"])       # replaces its entry
     (e,) = json.loads(out.read_text())["entries"]
     assert e["R"] == 0 and e["tuned"] == e["swapped"] == e["own"]
+    w2 = save_weights(tmp_path / "other.pt", model, {**meta, "test_acc": acc})
+    swap.main([str(w2), *args[1:], "--R", "2"])                 # the first entry stays
+    assert [e["weights"] for e in json.loads(out.read_text())["entries"]] == [
+        "frssm.pt", "other.pt"]
     save_weights(w, model, {**meta, "test_acc": acc + 0.5})
     with pytest.raises(SystemExit, match="not the"):
         swap.main([*args, "--overwrite"])
