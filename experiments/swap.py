@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 
 from spikelib import data, metrics
 from spikelib.checkpoint import load_weights
+from spikelib.config import config_from_args
 from spikelib.models import FixedRefractorySpike
 from spikelib.provenance import provenance
 from spikelib.refractory import Refractory
@@ -61,7 +63,9 @@ def scored(model, split, batch: int) -> dict:
 
 def measure(path: Path, splits, R: int, epochs: int, lr: float, batch: int, log) -> dict:
     model, meta = load_weights(path)
-    own, seed = model.cfg.refractory, int(_flag(meta, "--seed", 0))
+    cmd = meta["provenance"]["command"].split()          # the run that trained the weights
+    run = config_from_args(cmd[cmd.index("spikelib.train") + 1:])
+    own, seed = model.cfg.refractory, run.seed
     t0 = time.perf_counter()
     back = scored(model, splits.test, batch)
     if abs(back["acc"] - meta["test_acc"]) > 1e-9:
@@ -70,10 +74,10 @@ def measure(path: Path, splits, R: int, epochs: int, lr: float, batch: int, log)
     set_refractory(model, R)
     start = back if R == own else scored(model, splits.test, batch)
     log(f"{path.name}: R = {own} (own) {100 * back['acc']:.2f} %; at R = {R} "
-        f"{100 * start['acc']:.2f} % at rate {_mean(start['firing_rate']):.3f}")
+        f"{100 * start['acc']:.2f} % at rate {statistics.fmean(start['firing_rate']):.3f}")
     n = len(splits.train)
     steps = epochs * -(-n // batch)
-    opt, sched = make_optimizer(model, lr, float(_flag(meta, "--weight-decay", 0.01)), steps)
+    opt, sched = make_optimizer(model, lr, run.weight_decay, steps)
     torch.manual_seed(seed_of(seed, 1000))                      # dropout while tuning
     history = []
     for e in range(epochs):
@@ -85,27 +89,11 @@ def measure(path: Path, splits, R: int, epochs: int, lr: float, batch: int, log)
         log(f"  tune epoch {e + 1}/{epochs} at R = {R}: train acc {100 * tr['acc']:.2f} %, "
             f"val acc {100 * history[-1]['val_acc']:.2f} %")
     end = scored(model, splits.test, batch)
-    log(f"  tuned: test {100 * end['acc']:.2f} % at rate {_mean(end['firing_rate']):.3f} "
-        f"({time.perf_counter() - t0:.0f} s)")
+    log(f"  tuned: test {100 * end['acc']:.2f} % at rate "
+        f"{statistics.fmean(end['firing_rate']):.3f} ({time.perf_counter() - t0:.0f} s)")
     return {"run": meta["run"], "seed": seed, "d_model": model.cfg.d_model, "trained_R": own,
             "rate_penalty": model.cfg.rate_penalty, "own": back, "swapped": start,
             "tune_history": history, "tuned": end, "seconds": time.perf_counter() - t0}
-
-
-def _flag(meta: dict, flag: str, default):
-    """The value of ``flag`` (``--flag v`` or ``--flag=v``) in the command that trained the
-    weights, else ``default``."""
-    cmd = meta["provenance"]["command"].split()
-    for i, word in enumerate(cmd):
-        if word == flag and i + 1 < len(cmd):
-            return cmd[i + 1]
-        if word.startswith(flag + "="):
-            return word.split("=", 1)[1]
-    return default
-
-
-def _mean(xs) -> float:
-    return sum(xs) / len(xs)
 
 
 def main(argv: list[str] | None = None) -> int:
