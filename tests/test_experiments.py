@@ -158,3 +158,35 @@ def test_swap_warm_start_gives_back_its_run_and_thins_the_first_layer(tmp_path, 
     save_weights(w, model, {**meta, "test_acc": acc + 0.5})
     with pytest.raises(SystemExit, match="not the"):
         swap.main([*args, "--overwrite"])
+
+
+def test_fit_scores_the_training_split_as_the_test_split(tmp_path, capsys, monkeypatch):
+    """experiments/fit.py: a weights file scores its recorded test accuracy (else it stops) and
+    its training split in eval mode, the same function as on test (a split given as both scores
+    the same); a second call keeps the entry, --overwrite scores it again."""
+    from spikelib.data import SequenceDataset
+    fit = load_script("fit", "experiments")
+    g = torch.Generator().manual_seed(5)
+    sets = [SequenceDataset(torch.randn(n, 24, 1, generator=g),
+                            torch.randint(0, 10, (n,), generator=g)) for n in (24, 8, 16)]
+    monkeypatch.setattr(fit.data, "load", lambda name: SimpleNamespace(
+        train=sets[0], val=sets[1], test=sets[0]))          # train given as test too
+    torch.manual_seed(0)
+    model = build("frssm", d_input=1, n_classes=10, d_model=8, n_layers=2, d_state=4,
+                  refractory=2, theta_init=0.05)
+    acc = fit.scored(model, sets[0], 8)["acc"]
+    meta = {"run": "tiny", "provenance": {"command": "python -m spikelib.train --seed 2"}}
+    w = save_weights(tmp_path / "frssm.pt", model, {**meta, "test_acc": acc})
+    out = tmp_path / "fit.json"
+    args = [str(w), "--batch", "8", "--out", str(out)]
+    assert fit.main(args) == 0
+    (e,) = json.loads(out.read_text())["entries"]
+    assert e["train"] == e["test"] and e["test"]["acc"] == acc
+    assert (e["seed"], e["refractory"], e["d_model"]) == (2, 2, 8)
+    assert 0 < sum(e["train"]["firing_rate"]) and e["train"]["loss"] > 0
+    capsys.readouterr()
+    fit.main(args)
+    assert capsys.readouterr().out.startswith("kept frssm.pt")
+    save_weights(w, model, {**meta, "test_acc": acc + 0.5})
+    with pytest.raises(SystemExit, match="not the"):
+        fit.main([*args, "--overwrite"])

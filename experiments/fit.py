@@ -1,0 +1,99 @@
+"""Does R = 2 fit its training set worse, or generalise worse? Trained weights scored in eval mode.
+
+    python experiments/fit.py                  # H = 32, seeds 0-2: the penalty's and R = 2's
+    python experiments/fit.py weights/fmnist-frssm-cpu-s0-refractory=8.pt --out r8.json
+
+Training logs only the running accuracy of each epoch (dropout on, weights still moving), a proxy
+for how well the final network fits its training set. This scores each weights file as it is, in
+eval mode, on the training split and on the test split (which must give back the recorded test
+accuracy: the same weights and data), so that the training accuracy and the excess of training
+over test accuracy are those of one network.
+
+Writes ``--out`` after each weights file, one entry per file: a file already scored with the same
+settings is kept (a stopped call resumes; ``--overwrite`` scores it again), another setting
+replaces that file's entry, and the entries of files not named stay.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from spikelib import data, metrics
+from spikelib.checkpoint import load_weights
+from spikelib.config import config_from_args
+from spikelib.provenance import provenance
+from spikelib.resultfiles import write_result
+from spikelib.train import evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = [f"fmnist-frssm-cpu-s{seed}{sets}.pt" for sets in ("-rate_penalty=1.0-refractory=0", "")
+           for seed in (0, 1, 2)]
+
+
+def scored(model, split, batch: int) -> dict:
+    """Accuracy, loss and per-layer firing rate of ``model`` (eval mode) on one split."""
+    counter = metrics.SpikeCounter()
+    out = evaluate(model, split, batch, "classification", "cpu", counter)
+    return {"acc": out["acc"], "loss": out["loss"], "firing_rate": counter.rates()}
+
+
+def measure(path: Path, splits, batch: int) -> dict:
+    """Train and test accuracy, loss and firing rate of one weights file, in eval mode."""
+    model, meta = load_weights(path)
+    cmd = meta["provenance"]["command"].split()          # the run that trained the weights
+    seed = config_from_args(cmd[cmd.index("spikelib.train") + 1:]).seed
+    t0 = time.perf_counter()
+    test = scored(model, splits.test, batch)
+    if abs(test["acc"] - meta["test_acc"]) > 1e-9:
+        raise SystemExit(f"{path.name}: {100 * test['acc']:.2f} % on test, not the "
+                         f"{100 * meta['test_acc']:.2f} % recorded: other data or weights?")
+    train = scored(model, splits.train, batch)
+    return {"run": meta["run"], "seed": seed, "d_model": model.cfg.d_model,
+            "refractory": model.cfg.refractory, "rate_penalty": model.cfg.rate_penalty,
+            "train": train, "test": test, "seconds": time.perf_counter() - t0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("weights", nargs="*", type=Path,
+                   help="weights files (default: H = 32, seeds 0-2, spikingFRssm at R = 0 with "
+                        "λ = 1 and at R = 2, from weights/)")
+    p.add_argument("--batch", type=int, default=64, help="the CPU profile's batch (as trained)")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "fit-cpu.json")
+    p.add_argument("--overwrite", action="store_true", help="score files already in --out")
+    a = p.parse_args(argv)
+    if a.batch < 1:
+        p.error("--batch must be >= 1")
+    paths = a.weights or [ROOT / "weights" / name for name in DEFAULT]
+    missing = [str(q) for q in paths if not q.is_file()]
+    if missing:
+        p.error(f"no such weights file: {', '.join(missing)}")
+    torch.set_num_threads(1)
+    prov = provenance(device="cpu")
+    setup = {"batch": a.batch, "source_hash": prov["source_hash"]}
+    old = json.loads(a.out.read_text()) if a.out.is_file() else {}
+    kept = {e["weights"]: e for e in old.get("entries", [])}
+    splits = data.load("fmnist")
+    for path in paths:
+        if path.name in kept and not a.overwrite and all(
+                kept[path.name].get(k) == v for k, v in setup.items()):
+            print(f"kept {path.name}")
+            continue
+        row = measure(path, splits, a.batch)
+        print(f"{path.name}: train {100 * row['train']['acc']:.2f} %, test "
+              f"{100 * row['test']['acc']:.2f} % ({row['seconds']:.0f} s)", flush=True)
+        kept[path.name] = {"weights": path.name, **setup, **row}
+        write_result(a.out, {"kind": "fit", "dataset": "fmnist",
+                             "entries": sorted(kept.values(), key=lambda e: e["weights"]),
+                             "provenance": prov})
+    print(f"{a.out}: {len(kept)} weights files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
