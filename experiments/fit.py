@@ -22,24 +22,13 @@ import time
 from pathlib import Path
 
 import torch
+from swap import DEFAULT, ROOT, scored  # this folder is on sys.path, as when run as a script
 
-from spikelib import data, metrics
+from spikelib import data
 from spikelib.checkpoint import load_weights
 from spikelib.config import config_from_args
 from spikelib.provenance import provenance
 from spikelib.resultfiles import write_result
-from spikelib.train import evaluate
-
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = [f"fmnist-frssm-cpu-s{seed}{sets}.pt" for sets in ("-rate_penalty=1.0-refractory=0", "")
-           for seed in (0, 1, 2)]
-
-
-def scored(model, split, batch: int) -> dict:
-    """Accuracy, loss and per-layer firing rate of ``model`` (eval mode) on one split."""
-    counter = metrics.SpikeCounter()
-    out = evaluate(model, split, batch, "classification", "cpu", counter)
-    return {"acc": out["acc"], "loss": out["loss"], "firing_rate": counter.rates()}
 
 
 def measure(path: Path, splits, batch: int) -> dict:
