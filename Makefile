@@ -53,9 +53,10 @@ pytest: $(STAMP) data
 # One torch thread per xdist worker: 2 workers on 2 cores, no oversubscription.
 # nbval collects .ipynb only: pair each MyST notebook page (those with a kernelspec: the intro,
 # every chapter and appendix; api and references are plain pages) to a notebook under
-# _build/nbval and run it.
+# _build/nbval and run it, beside the chapters' helper book/_runs.py (jupytext leaves the
+# launch cell, which a myst-nb `load` fills, empty).
 nbval: $(STAMP) data
-	rm -rf _build/nbval && mkdir -p _build/nbval/book
+	rm -rf _build/nbval && mkdir -p _build/nbval/book && cp book/_runs.py _build/nbval/book/
 	for f in $$(grep -l '^kernelspec:' book/*.md); do $(BIN)/jupytext --quiet --to ipynb -o _build/nbval/$${f%.md}.ipynb $$f; done
 	OMP_NUM_THREADS=1 $(BIN)/pytest -p no:python -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-kernel-startup-timeout 120 --nbval-cell-timeout 600 -n $(JOBS) --dist loadscope _build/nbval/book

@@ -1,7 +1,8 @@
 # Launch cell, the same in every chapter: outside a checkout of the book's repository (Colab, a
 # downloaded notebook) it clones the repository, installs spikelib from the clone and works
 # there, so that the library, results/ and data/ are found as in a checkout. Inside a checkout
-# (a clone, Binder, `make book`) it does nothing.
+# (a clone, Binder, `make book`) it only puts book/ on the import path, for the chapters'
+# helper book/_runs.py, wherever in the checkout the notebook runs.
 import os
 import subprocess
 import sys
@@ -31,3 +32,5 @@ def enter_checkout(repository: str, folder: str = "spikelib-book") -> Path:
 
 
 _checkout = enter_checkout("@REPOSITORY_URL@")  # the book's repository: repository.url, _config.yml
+if str(_checkout / "book") not in sys.path:
+    sys.path.append(str(_checkout / "book"))

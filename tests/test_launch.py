@@ -1,5 +1,6 @@
-"""The launch cell (book/_launch.py, the first cell of every chapter): nothing inside a checkout;
-outside one it clones the repository, installs spikelib from the clone and works there."""
+"""The launch cell (book/_launch.py, the first cell of every chapter): inside a checkout it only
+puts book/ on the import path; outside one it clones the repository, installs spikelib from the
+clone and works there."""
 import os
 import subprocess
 import sys
@@ -23,9 +24,10 @@ def launch(monkeypatch):
     return ns
 
 
-def test_inside_a_checkout_it_does_nothing(launch):
+def test_inside_a_checkout_it_only_puts_book_on_the_path(launch):
     assert launch["_checkout"] == ROOT
     assert Path.cwd() == ROOT / "book" and "SPIKELIB_DATA" not in os.environ
+    assert str(ROOT / "book") in sys.path           # book/_runs.py imports from anywhere
 
 
 def test_outside_a_checkout_it_clones_installs_and_enters_the_clone(launch, tmp_path, monkeypatch):

@@ -96,10 +96,12 @@ def test_tests_benchmarks_and_chapters_import_only_declared_packages():
     for path in CHAPTERS:
         cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
         trees = [ast.parse(TransformerManager().transform_cell(c)) for c in cells]  # magics
-        assert not _undeclared(set().union(*(_imported(t, lazy=True) for t in trees)), book), \
-            path.name
+        assert not _undeclared(set().union(*(_imported(t, lazy=True) for t in trees)), book,
+                               local=("_runs",)), path.name
     launch = ast.parse((ROOT / "book" / "_launch.py").read_text())
     assert not _undeclared(_imported(launch, lazy=True), {}), "the launch cell: stdlib only"
+    runs = ast.parse((ROOT / "book" / "_runs.py").read_text())
+    assert not _undeclared(_imported(runs, lazy=True), {}), "book/_runs.py: spikelib only"
 
 
 def test_oracle_tests_skip_without_spikingjelly():
