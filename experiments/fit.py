@@ -16,19 +16,19 @@ replaces that file's entry, and the entries of files not named stay.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-from swap import DEFAULT, ROOT, scored  # this folder is on sys.path, as when run as a script
+
+# this folder is on sys.path, as when run as a script
+from swap import ROOT, measure_each, scored, weights_or_default
 
 from spikelib import data
 from spikelib.checkpoint import load_weights
 from spikelib.config import config_from_args
 from spikelib.provenance import provenance
-from spikelib.resultfiles import write_result
 
 
 def measure(path: Path, splits, batch: int) -> dict:
@@ -58,29 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error("--batch must be >= 1")
-    paths = a.weights or [ROOT / "weights" / name for name in DEFAULT]
-    missing = [str(q) for q in paths if not q.is_file()]
-    if missing:
-        p.error(f"no such weights file: {', '.join(missing)}")
+    paths = weights_or_default(p, a.weights)
     torch.set_num_threads(1)
     prov = provenance(device="cpu")
-    setup = {"batch": a.batch, "source_hash": prov["source_hash"]}
-    old = json.loads(a.out.read_text()) if a.out.is_file() else {}
-    kept = {e["weights"]: e for e in old.get("entries", [])}
     splits = data.load("fmnist")
-    for path in paths:
-        if path.name in kept and not a.overwrite and all(
-                kept[path.name].get(k) == v for k, v in setup.items()):
-            print(f"kept {path.name}")
-            continue
+
+    def one(path: Path) -> dict:
         row = measure(path, splits, a.batch)
         print(f"{path.name}: train {100 * row['train']['acc']:.2f} %, test "
               f"{100 * row['test']['acc']:.2f} % ({row['seconds']:.0f} s)", flush=True)
-        kept[path.name] = {"weights": path.name, **setup, **row}
-        write_result(a.out, {"kind": "fit", "dataset": "fmnist",
-                             "entries": sorted(kept.values(), key=lambda e: e["weights"]),
-                             "provenance": prov})
-    print(f"{a.out}: {len(kept)} weights files")
+        return row
+
+    measure_each(paths, a.out, "fit", {"batch": a.batch, "source_hash": prov["source_hash"]},
+                 a.overwrite, one, prov)
     return 0
 
 

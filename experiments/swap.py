@@ -96,6 +96,36 @@ def measure(path: Path, splits, R: int, epochs: int, lr: float, batch: int, log)
             "tune_history": history, "tuned": end, "seconds": time.perf_counter() - t0}
 
 
+def weights_or_default(p: argparse.ArgumentParser, named: list[Path]) -> list[Path]:
+    """The weights files named, else ``DEFAULT`` from weights/; a missing one is an error."""
+    paths = named or [ROOT / "weights" / name for name in DEFAULT]
+    missing = [str(q) for q in paths if not q.is_file()]
+    if missing:
+        p.error(f"no such weights file: {', '.join(missing)}")
+    return paths
+
+
+def measure_each(paths: list[Path], out: Path, kind: str, setup: dict, overwrite: bool,
+                 measure_one, prov: dict) -> dict:
+    """``measure_one(path) -> dict`` for each weights file, one entry per file in ``out``,
+    rewritten after each (a stopped call loses one file at most). A file already measured under
+    the same ``setup`` (sources included) is kept unless ``overwrite``; another setup replaces
+    its entry; the entries of files not named stay. Returns the entries by file name."""
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    kept = {e["weights"]: e for e in old.get("entries", [])}
+    for path in paths:
+        same = path.name in kept and {k: kept[path.name].get(k) for k in setup} == setup
+        if same and not overwrite:
+            print(f"kept {path.name}")
+            continue
+        kept[path.name] = {"weights": path.name, **setup, **measure_one(path)}
+        write_result(out, {"kind": kind, "dataset": "fmnist",
+                           "entries": sorted(kept.values(), key=lambda e: e["weights"]),
+                           "provenance": prov})
+    print(f"{out}: {len(kept)} weights files")
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="*", type=Path,
@@ -112,29 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.R < 0 or a.tune_epochs < 0 or a.lr <= 0 or a.batch < 1:
         p.error("--R and --tune-epochs must be >= 0, --lr > 0 and --batch >= 1")
-    paths = a.weights or [ROOT / "weights" / name for name in DEFAULT]
-    missing = [str(q) for q in paths if not q.is_file()]
-    if missing:
-        p.error(f"no such weights file: {', '.join(missing)}")
+    paths = weights_or_default(p, a.weights)
     torch.set_num_threads(1)
     prov = provenance(device="cpu")
     setup = {"R": a.R, "tune_epochs": a.tune_epochs, "lr": a.lr, "batch": a.batch,
              "source_hash": prov["source_hash"]}
-    old = json.loads(a.out.read_text()) if a.out.is_file() else {}
-    kept = {e["weights"]: e for e in old.get("entries", [])}
     splits = data.load("fmnist")
-    for path in paths:
-        same = path.name in kept and {k: kept[path.name].get(k) for k in setup} == setup
-        if same and not a.overwrite:
-            print(f"kept {path.name}")
-            continue
-        row = measure(path, splits, a.R, a.tune_epochs, a.lr, a.batch,
-                      lambda s: print(s, flush=True))
-        kept[path.name] = {"weights": path.name, **setup, **row}
-        write_result(a.out, {"kind": "swap", "dataset": "fmnist",
-                             "entries": sorted(kept.values(), key=lambda e: e["weights"]),
-                             "provenance": prov})
-    print(f"{a.out}: {len(kept)} weights files")
+    measure_each(paths, a.out, "swap", setup, a.overwrite, lambda path: measure(
+        path, splits, a.R, a.tune_epochs, a.lr, a.batch, lambda s: print(s, flush=True)), prov)
     return 0
 
 
