@@ -27,7 +27,8 @@ short):
 4. the gap against width (d_model 64: s4d, frssm at its defaults, the best frssm setting within a
    firing rate of 0.15 chosen on validation, pssm with lambda = 1, seeds 0-2; d_model 128: the
    same, seeds 0-2 for s4d and the best setting, seed 0 for the other two), then against
-   training length (H = 32, 6 epochs: s4d and the best setting, seeds 0-2);
+   training length (H = 32, 6 epochs: s4d and the best setting, seeds 0-2; then frssm at its
+   defaults, R = 2, beyond the issue's plan: does the refractory period's own gap move?);
 5. lif (hard reset, serial BPTT), seeds 0-2.
 
 A run is done when ``results/<run>.json`` exists and was made by the spikelib sources installed
@@ -86,8 +87,8 @@ def plan(best: tuple[str, ...] | None) -> list[tuple[int, tuple[str, ...], int]]
         for width, rows in wide.items():
             runs += [(4, (*s, "--set", f"d_model={width}"), seed) for s, seeds in rows
                      for seed in seeds]
-        runs += [(4, (*s, "--epochs", "6"), seed) for s in (_setting("s4d"), best)
-                 for seed in SEEDS]
+        runs += [(4, (*s, "--epochs", "6"), seed)
+                 for s in (_setting("s4d"), best, _setting("frssm")) for seed in SEEDS]
     runs += [(5, _setting("lif"), seed) for seed in SEEDS]
     return runs
 
