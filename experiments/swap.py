@@ -106,11 +106,11 @@ def weights_or_default(p: argparse.ArgumentParser, named: list[Path]) -> list[Pa
 
 
 def measure_each(paths: list[Path], out: Path, kind: str, setup: dict, overwrite: bool,
-                 measure_one, prov: dict) -> dict:
+                 measure_one, prov: dict) -> None:
     """``measure_one(path) -> dict`` for each weights file, one entry per file in ``out``,
     rewritten after each (a stopped call loses one file at most). A file already measured under
     the same ``setup`` (sources included) is kept unless ``overwrite``; another setup replaces
-    its entry; the entries of files not named stay. Returns the entries by file name."""
+    its entry; the entries of files not named stay."""
     old = json.loads(out.read_text()) if out.is_file() else {}
     kept = {e["weights"]: e for e in old.get("entries", [])}
     for path in paths:
@@ -123,7 +123,6 @@ def measure_each(paths: list[Path], out: Path, kind: str, setup: dict, overwrite
                            "entries": sorted(kept.values(), key=lambda e: e["weights"]),
                            "provenance": prov})
     print(f"{out}: {len(kept)} weights files")
-    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
